@@ -1,0 +1,163 @@
+//! The wire format of a Switchyard plugin batch and its result, as specified in
+//! `wit/plugin.wit` (interface `handler`): encoders and zero-copy decoders used by both the
+//! host and the plugin SDK, so the two sides can never disagree about a byte.
+//!
+//! Decoders never panic on malformed input; they return [`DecodeError`] naming what was
+//! malformed and where.
+
+#![deny(missing_docs)]
+
+mod read;
+mod write;
+
+pub use read::{BatchReader, HeaderIter, Headers, MessageView, decode_result};
+pub use write::{BatchWriter, ResultWriter};
+
+/// Version of the wire format written by this crate and accepted by its readers.
+pub const VERSION: u32 = 1;
+
+/// The length value that marks an optional `bytes` field as absent.
+pub const ABSENT: u32 = u32::MAX;
+
+/// Where a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// No origin (a message made up by a test harness, for example).
+    None,
+    /// A Kafka record.
+    Kafka {
+        /// Topic the record was read from.
+        topic: &'a str,
+        /// Partition of that topic.
+        partition: i32,
+        /// Offset of the record within its partition.
+        offset: i64,
+    },
+    /// A ZeroMQ message.
+    Zmq {
+        /// The endpoint of the socket that received it, such as `tcp://127.0.0.1:5556`.
+        endpoint: &'a str,
+        /// The socket type, lower case: `sub`, `pull`, `router`, ...
+        socket_type: &'a str,
+        /// The topic frame of a PUB/SUB message.
+        topic: Option<&'a [u8]>,
+        /// The identity of the sending peer (ROUTER sockets).
+        peer: Option<&'a [u8]>,
+    },
+}
+
+/// What a plugin decided for one input message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forward the input unchanged to the route's default outputs.
+    Pass,
+    /// Filter the input out.
+    Drop,
+    /// Send the input to the route's dead-letter output with this reason.
+    Reject(String),
+    /// Replace the input with these messages (possibly none).
+    Emit(Vec<Output>),
+}
+
+/// A message produced by a plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Named destination declared by the route; `None` means the route's default outputs.
+    pub destination: Option<String>,
+    /// Record key.
+    pub key: Option<Vec<u8>>,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// Headers, in order; names may repeat.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Kafka partition to write to; `None` lets the output choose (by key).
+    pub partition: Option<i32>,
+    /// Timestamp in milliseconds since the Unix epoch.
+    pub timestamp: Option<i64>,
+}
+
+impl Output {
+    /// A message with this payload and nothing else, bound for the default outputs.
+    pub fn new(payload: impl Into<Vec<u8>>) -> Self {
+        Output {
+            payload: payload.into(),
+            ..Output::default()
+        }
+    }
+
+    /// Sends the message to the named destination instead of the default outputs.
+    #[must_use]
+    pub fn to(mut self, destination: impl Into<String>) -> Self {
+        self.destination = Some(destination.into());
+        self
+    }
+
+    /// Sets the key.
+    #[must_use]
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Removes the key.
+    #[must_use]
+    pub fn without_key(mut self) -> Self {
+        self.key = None;
+        self
+    }
+
+    /// Replaces the payload.
+    #[must_use]
+    pub fn with_payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
+        self.payload = payload.into();
+        self
+    }
+
+    /// Appends a header (existing headers of the same name are kept).
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Removes every header of this name.
+    #[must_use]
+    pub fn without_header(mut self, name: &str) -> Self {
+        self.headers.retain(|(n, _)| n != name);
+        self
+    }
+
+    /// Pins the Kafka partition.
+    #[must_use]
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the timestamp (milliseconds since the Unix epoch).
+    #[must_use]
+    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp = Some(timestamp_ms);
+        self
+    }
+}
+
+/// A buffer that does not follow the wire format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Byte offset at which decoding failed.
+    pub offset: usize,
+    /// What was being decoded, or what was wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}", self.what, self.offset)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,132 @@
+use super::*;
+
+fn sample_batch() -> Vec<u8> {
+    let mut w = BatchWriter::new();
+    w.start("orders");
+    w.push(
+        &Origin::Kafka {
+            topic: "orders",
+            partition: 3,
+            offset: 42,
+        },
+        Some(b"k1"),
+        Some(1_700_000_000_000),
+        [("region", &b"eu"[..]), ("trace", &b"\x00\xff"[..]), ("region", &b"us"[..])],
+        b"{\"amount\": 5}",
+    );
+    w.push(
+        &Origin::Zmq {
+            endpoint: "tcp://127.0.0.1:5556",
+            socket_type: "sub",
+            topic: Some(b"EURUSD"),
+            peer: None,
+        },
+        None,
+        None,
+        [],
+        b"",
+    );
+    w.as_bytes().to_vec()
+}
+
+#[test]
+fn batch_round_trips() {
+    let bytes = sample_batch();
+    let reader = BatchReader::new(&bytes).expect("header");
+    assert_eq!(reader.input(), "orders");
+    assert_eq!(reader.len(), 2);
+    let msgs: Vec<_> = reader.collect::<Result<_, _>>().expect("messages");
+    let m = &msgs[0];
+    assert_eq!(
+        m.origin,
+        Origin::Kafka {
+            topic: "orders",
+            partition: 3,
+            offset: 42
+        }
+    );
+    assert_eq!(m.key, Some(&b"k1"[..]));
+    assert_eq!(m.timestamp, Some(1_700_000_000_000));
+    assert_eq!(m.payload, b"{\"amount\": 5}");
+    let headers: Vec<_> = m.headers.iter().collect();
+    assert_eq!(
+        headers,
+        vec![
+            ("region", &b"eu"[..]),
+            ("trace", &b"\x00\xff"[..]),
+            ("region", &b"us"[..])
+        ]
+    );
+    assert_eq!(m.headers.get("region"), Some(&b"eu"[..]));
+    assert_eq!(m.headers.get_all("region").count(), 2);
+    let z = &msgs[1];
+    assert!(matches!(z.origin, Origin::Zmq { topic: Some(b"EURUSD"), peer: None, .. }));
+    assert_eq!(z.key, None);
+    assert_eq!(z.timestamp, None);
+    assert!(z.headers.is_empty());
+    assert_eq!(z.payload, b"");
+}
+
+#[test]
+fn result_round_trips() {
+    let outcomes = vec![
+        Outcome::Pass,
+        Outcome::Drop,
+        Outcome::Reject("not JSON".into()),
+        Outcome::Emit(vec![]),
+        Outcome::Emit(vec![
+            Output::new("a").to("alerts").with_key("k").with_header("h", "v"),
+            Output::new(vec![0u8, 1]).with_partition(2).with_timestamp(7),
+        ]),
+    ];
+    let mut w = ResultWriter::with_capacity(outcomes.len());
+    for o in &outcomes {
+        w.outcome(o);
+    }
+    let bytes = w.finish();
+    assert_eq!(decode_result(&bytes, outcomes.len()), Ok(outcomes));
+}
+
+#[test]
+fn wrong_outcome_count_is_reported() {
+    let mut w = ResultWriter::with_capacity(1);
+    w.pass();
+    let err = decode_result(&w.finish(), 2).expect_err("count mismatch");
+    assert_eq!(err.what, "1 outcomes for 2 messages");
+}
+
+#[test]
+fn truncation_and_corruption_never_panic() {
+    let batch = sample_batch();
+    let mut w = ResultWriter::with_capacity(2);
+    w.reject("why");
+    w.emit(&[Output::new("x").to("d").with_header("a", "b")]);
+    let result = w.finish();
+    for data in [&batch, &result] {
+        for cut in 0..data.len() {
+            let part = &data[..cut];
+            if let Ok(r) = BatchReader::new(part) {
+                r.for_each(drop);
+            }
+            let _ = decode_result(part, 2);
+        }
+        for i in 0..data.len() {
+            for v in [0x00, 0xff, 0x7f, 0x03] {
+                let mut bad = data.clone();
+                bad[i] = v;
+                if let Ok(r) = BatchReader::new(&bad) {
+                    r.for_each(drop);
+                }
+                let _ = decode_result(&bad, 2);
+            }
+        }
+    }
+}
+
+#[test]
+fn wrong_version_is_named() {
+    let mut bytes = sample_batch();
+    bytes[0] = 9;
+    let err = BatchReader::new(&bytes).err().expect("version error");
+    assert!(err.what.contains("version 9"), "{err}");
+}

@@ -1,0 +1,214 @@
+//! Encoding: a batch (host side) and a result (guest side), into reusable buffers.
+
+use crate::{ABSENT, Origin, Output, VERSION};
+
+fn put_u32(buf: &mut Vec<u8>, v: u32) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
+    // The host never builds a field of 4 GiB; saturating keeps the writer total.
+    let len = u32::try_from(bytes.len()).unwrap_or(ABSENT - 1);
+    put_u32(buf, len);
+    buf.extend_from_slice(&bytes[..len as usize]);
+}
+
+fn put_opt_bytes(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => put_bytes(buf, b),
+        None => put_u32(buf, ABSENT),
+    }
+}
+
+fn put_opt_i64(buf: &mut Vec<u8>, v: Option<i64>) {
+    buf.push(u8::from(v.is_some()));
+    buf.extend_from_slice(&v.unwrap_or(0).to_le_bytes());
+}
+
+fn put_opt_i32(buf: &mut Vec<u8>, v: Option<i32>) {
+    buf.push(u8::from(v.is_some()));
+    buf.extend_from_slice(&v.unwrap_or(0).to_le_bytes());
+}
+
+fn put_headers<'h>(buf: &mut Vec<u8>, headers: impl IntoIterator<Item = (&'h str, &'h [u8])>) {
+    let count_at = buf.len();
+    put_u32(buf, 0);
+    let mut count = 0u32;
+    for (name, value) in headers {
+        put_bytes(buf, name.as_bytes());
+        put_bytes(buf, value);
+        count += 1;
+    }
+    buf[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+}
+
+fn put_origin(buf: &mut Vec<u8>, origin: &Origin<'_>) {
+    match *origin {
+        Origin::None => buf.push(0),
+        Origin::Kafka {
+            topic,
+            partition,
+            offset,
+        } => {
+            buf.push(1);
+            put_bytes(buf, topic.as_bytes());
+            buf.extend_from_slice(&partition.to_le_bytes());
+            buf.extend_from_slice(&offset.to_le_bytes());
+        }
+        Origin::Zmq {
+            endpoint,
+            socket_type,
+            topic,
+            peer,
+        } => {
+            buf.push(2);
+            put_bytes(buf, endpoint.as_bytes());
+            put_bytes(buf, socket_type.as_bytes());
+            put_opt_bytes(buf, topic);
+            put_opt_bytes(buf, peer);
+        }
+    }
+}
+
+/// Builds a batch in a buffer that is reused from one batch to the next.
+#[derive(Debug, Default)]
+pub struct BatchWriter {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl BatchWriter {
+    /// An empty writer; call [`BatchWriter::start`] before pushing messages.
+    pub fn new() -> Self {
+        BatchWriter::default()
+    }
+
+    /// Starts a new batch of messages from `input`, keeping the buffer's capacity.
+    pub fn start(&mut self, input: &str) {
+        self.buf.clear();
+        self.count = 0;
+        put_u32(&mut self.buf, crate::VERSION);
+        put_u32(&mut self.buf, 0);
+        put_bytes(&mut self.buf, input.as_bytes());
+    }
+
+    /// Appends one message.
+    pub fn push<'h>(
+        &mut self,
+        origin: &Origin<'_>,
+        key: Option<&[u8]>,
+        timestamp: Option<i64>,
+        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+        payload: &[u8],
+    ) {
+        let buf = &mut self.buf;
+        let size_at = buf.len();
+        put_u32(buf, 0);
+        put_origin(buf, origin);
+        put_opt_bytes(buf, key);
+        put_opt_i64(buf, timestamp);
+        put_headers(buf, headers);
+        put_bytes(buf, payload);
+        let size = u32::try_from(buf.len() - size_at - 4).unwrap_or(u32::MAX);
+        buf[size_at..size_at + 4].copy_from_slice(&size.to_le_bytes());
+        self.count += 1;
+        buf[4..8].copy_from_slice(&self.count.to_le_bytes());
+    }
+
+    /// Number of messages pushed since [`BatchWriter::start`].
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no message was pushed since [`BatchWriter::start`].
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The encoded batch.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Builds a result, one outcome per message in batch order.
+#[derive(Debug)]
+pub struct ResultWriter {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl ResultWriter {
+    /// A result sized for a batch of `messages` messages.
+    pub fn with_capacity(messages: usize) -> Self {
+        let mut buf = Vec::with_capacity(8 + messages);
+        put_u32(&mut buf, VERSION);
+        put_u32(&mut buf, 0);
+        ResultWriter { buf, count: 0 }
+    }
+
+    fn tag(&mut self, tag: u8) {
+        self.buf.push(tag);
+        self.count += 1;
+    }
+
+    /// Appends `pass`.
+    pub fn pass(&mut self) {
+        self.tag(0);
+    }
+
+    /// Appends `drop`.
+    pub fn drop_message(&mut self) {
+        self.tag(1);
+    }
+
+    /// Appends `reject` with its reason.
+    pub fn reject(&mut self, reason: &str) {
+        self.tag(2);
+        put_bytes(&mut self.buf, reason.as_bytes());
+    }
+
+    /// Appends `emit` with its outputs.
+    pub fn emit(&mut self, outputs: &[Output]) {
+        self.tag(3);
+        let buf = &mut self.buf;
+        put_u32(buf, u32::try_from(outputs.len()).unwrap_or(u32::MAX));
+        for out in outputs {
+            put_opt_bytes(buf, out.destination.as_deref().map(str::as_bytes));
+            put_opt_bytes(buf, out.key.as_deref());
+            put_bytes(buf, &out.payload);
+            put_headers(
+                buf,
+                out.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+            );
+            put_opt_i32(buf, out.partition);
+            put_opt_i64(buf, out.timestamp);
+        }
+    }
+
+    /// Appends an already decoded outcome.
+    pub fn outcome(&mut self, outcome: &crate::Outcome) {
+        match outcome {
+            crate::Outcome::Pass => self.pass(),
+            crate::Outcome::Drop => self.drop_message(),
+            crate::Outcome::Reject(reason) => self.reject(reason),
+            crate::Outcome::Emit(outputs) => self.emit(outputs),
+        }
+    }
+
+    /// Number of outcomes written.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no outcome was written.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The encoded result.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf[4..8].copy_from_slice(&self.count.to_le_bytes());
+        self.buf
+    }
+}

@@ -1,0 +1,72 @@
+//! A borrowed view of one input message.
+
+use switchyard_abi::{MessageView, Output};
+
+pub use switchyard_abi::{Headers, Origin};
+
+/// One input message, borrowed from the batch the host sent: nothing is copied until the
+/// plugin asks for an owned [`Output`].
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub(crate) input: &'a str,
+    pub(crate) view: MessageView<'a>,
+}
+
+impl<'a> Message<'a> {
+    /// Name of the configured input the message came from.
+    pub fn input(&self) -> &'a str {
+        self.input
+    }
+
+    /// Where the message came from (Kafka topic/partition/offset or ZeroMQ endpoint).
+    pub fn origin(&self) -> Origin<'a> {
+        self.view.origin
+    }
+
+    /// The record key.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.view.key
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.view.payload
+    }
+
+    /// The payload as UTF-8 text, if it is.
+    pub fn payload_str(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.view.payload).ok()
+    }
+
+    /// All headers, in order (names may repeat).
+    pub fn headers(&self) -> Headers<'a> {
+        self.view.headers
+    }
+
+    /// The value of the first header with this name.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.view.headers.get(name)
+    }
+
+    /// Timestamp in milliseconds since the Unix epoch.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.view.timestamp
+    }
+
+    /// An owned copy of this message (key, payload, headers, timestamp) bound for the
+    /// route's default outputs, to modify and emit.
+    pub fn to_output(&self) -> Output {
+        Output {
+            destination: None,
+            key: self.key().map(<[u8]>::to_vec),
+            payload: self.payload().to_vec(),
+            headers: self
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.to_vec()))
+                .collect(),
+            partition: None,
+            timestamp: self.timestamp(),
+        }
+    }
+}
