@@ -1,1 +1,5 @@
-//! placeholder
+//! Switchyard: a message router whose per-message logic runs in sandboxed WebAssembly
+//! plugins. This crate is the host: the plugin runtime and the `switchyard` command.
+
+pub mod cli;
+pub mod plugin;

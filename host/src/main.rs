@@ -1,1 +1,5 @@
-fn main() {}
+//! The `switchyard` command.
+
+fn main() -> std::process::ExitCode {
+    switchyard::cli::main()
+}

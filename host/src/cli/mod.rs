@@ -1,0 +1,108 @@
+//! The command line: argument parsing and dispatch to each subcommand.
+
+mod plugin_new;
+mod plugin_test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Switchyard routes messages between Kafka and ZeroMQ through sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with plugins: run one against sample messages, or start a new one.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Runs a plugin over messages from a JSONL file (or stdin) and prints each outcome.
+    ///
+    /// Each input line is a JSON object: {"key": "...", "payload": "text", "headers":
+    /// {"name": "value"}}. `payload_base64` / `key_base64` may replace `payload` / `key`;
+    /// `headers` may also be a list of [name, value] pairs (names may repeat); `topic`,
+    /// `partition`, `offset` and `timestamp` are optional. One JSON line is printed per
+    /// message, then a summary line. Exit status: 0 when every message got an outcome, 1
+    /// when any failed or an input line was malformed, 2 when the plugin cannot be loaded
+    /// or its `init` fails.
+    Test(PluginTestArgs),
+    /// Writes a ready-to-build plugin project in a new directory NAME.
+    New(PluginNewArgs),
+}
+
+#[derive(Debug, Args)]
+struct PluginTestArgs {
+    /// The plugin component (.wasm).
+    plugin: PathBuf,
+    /// JSONL file of input messages; stdin when absent.
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// A plugin setting, KEY=VALUE; repeat for several.
+    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    /// A destination the plugin may emit to, as a route would declare it; repeat for several.
+    #[arg(long = "destination", short = 'd', value_name = "NAME")]
+    destinations: Vec<String>,
+    /// Messages per `process` call. 1 attributes every failure to its own line.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    batch: u32,
+    /// Deadline of one call, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    timeout_ms: u64,
+    /// Memory cap of the plugin, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mb: usize,
+    /// Name of the input the messages appear to come from.
+    #[arg(long, default_value = "test")]
+    input_name: String,
+}
+
+#[derive(Debug, Args)]
+struct PluginNewArgs {
+    /// Name of the plugin; also the directory to create.
+    name: String,
+    /// Path to the `switchyard-plugin-sdk` crate; defaults to the one in the Switchyard
+    /// source tree this binary was built from.
+    #[arg(long)]
+    sdk: Option<PathBuf>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(args),
+        Command::Plugin(PluginCommand::New(args)) => plugin_new::run(args).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("switchyard: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+/// Logs to stderr, filtered by `SWITCHYARD_LOG` (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

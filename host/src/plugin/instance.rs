@@ -1,0 +1,234 @@
+//! A plugin instance in its own store: host imports, the memory limiter, calls under a
+//! deadline, failure classification and rebuilding after a failure.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use switchyard_abi::{BatchWriter, Outcome, decode_result};
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::Plugin as Bindings;
+use super::bindings::switchyard::plugin::host::{self, Level};
+use super::{CompiledPlugin, PluginError};
+
+/// Caps linear memory and remembers that the cap was hit, so the trap that follows a
+/// refused `memory.grow` (Rust's allocator aborts) is reported as `memory`.
+struct MemoryCap {
+    limit: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a plugin needs a few thousand at most.
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// Everything a plugin's store holds.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    plugin: String,
+    /// The last error-level log line of the current call (a panic message, usually).
+    last_error: Option<String>,
+    counters: BTreeMap<String, u64>,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl host::Host for PluginState {
+    fn log(&mut self, level: Level, message: String) {
+        let plugin = self.plugin.as_str();
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => {
+                tracing::error!(plugin, "{message}");
+                self.last_error = Some(message);
+            }
+        }
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        *self.counters.entry(name).or_default() += delta;
+    }
+}
+
+/// A live store and its bindings.
+struct Live {
+    store: Store<PluginState>,
+    bindings: Bindings,
+}
+
+/// One instance of a plugin, used by one thread at a time.
+pub struct PluginInstance {
+    plugin: CompiledPlugin,
+    config: Vec<(String, String)>,
+    live: Option<Live>,
+    /// Counters carried over from instances that were thrown away.
+    counters: BTreeMap<String, u64>,
+    rebuilds: u64,
+}
+
+impl PluginInstance {
+    /// Instantiates `plugin` and runs its `init` with `config`.
+    pub fn new(plugin: CompiledPlugin, config: Vec<(String, String)>) -> Result<Self, PluginError> {
+        let live = instantiate(&plugin, &config)?;
+        Ok(PluginInstance {
+            plugin,
+            config,
+            live: Some(live),
+            counters: BTreeMap::new(),
+            rebuilds: 0,
+        })
+    }
+
+    /// The plugin this is an instance of.
+    pub fn plugin(&self) -> &CompiledPlugin {
+        &self.plugin
+    }
+
+    /// How many times the instance was rebuilt after a failure.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
+    /// Totals of the plugin-defined counters since the instance was created.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        let mut totals = self.counters.clone();
+        if let Some(live) = &self.live {
+            for (name, value) in &live.store.data().counters {
+                *totals.entry(name.clone()).or_default() += value;
+            }
+        }
+        totals
+    }
+
+    /// Calls `process` with an encoded batch and returns one outcome per message.
+    ///
+    /// On failure the instance is discarded and a fresh one is built (with `init`) before
+    /// the next call, so state corrupted by a trap never leaks into later batches.
+    pub fn process(&mut self, batch: &BatchWriter) -> Result<Vec<Outcome>, PluginError> {
+        let live = match &mut self.live {
+            Some(live) => live,
+            None => {
+                self.rebuilds += 1;
+                self.live.insert(instantiate(&self.plugin, &self.config)?)
+            }
+        };
+        live.store.set_epoch_deadline(self.plugin.deadline_ticks());
+        live.store.data_mut().last_error = None;
+        let result = live
+            .bindings
+            .switchyard_plugin_handler()
+            .call_process(&mut live.store, batch.as_bytes());
+        let outcome = match result {
+            Ok(bytes) => decode_result(&bytes, batch.len())
+                .map_err(|e| PluginError::BadOutput(e.to_string())),
+            Err(e) => Err(classify(&self.plugin, e, live.store.data())),
+        };
+        if outcome.is_err() {
+            self.discard();
+        }
+        outcome
+    }
+
+    /// Drops the live store, keeping its counters.
+    fn discard(&mut self) {
+        if let Some(live) = self.live.take() {
+            for (name, value) in live.store.into_data().counters {
+                *self.counters.entry(name).or_default() += value;
+            }
+        }
+    }
+}
+
+/// Builds a store, instantiates the pre-instantiated component in it and runs `init`.
+fn instantiate(plugin: &CompiledPlugin, config: &[(String, String)]) -> Result<Live, PluginError> {
+    let inner = &plugin.0;
+    let state = PluginState {
+        // Nothing granted: no arguments, environment, preopened directories or network.
+        wasi: WasiCtxBuilder::new().build(),
+        table: ResourceTable::new(),
+        memory: MemoryCap {
+            limit: inner.limits.memory_bytes,
+            exceeded: false,
+        },
+        plugin: inner.name.clone(),
+        last_error: None,
+        counters: BTreeMap::new(),
+    };
+    let mut store = Store::new(&inner.engine, state);
+    store.limiter(|s| &mut s.memory);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(plugin.deadline_ticks());
+
+    let started = Instant::now();
+    let bindings = inner
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| PluginError::Init(classify(plugin, e, store.data()).to_string()))?;
+    tracing::trace!(plugin = %inner.name, elapsed = ?started.elapsed(), "instantiated");
+
+    store.set_epoch_deadline(plugin.deadline_ticks());
+    match bindings
+        .switchyard_plugin_handler()
+        .call_init(&mut store, config)
+    {
+        Ok(Ok(())) => Ok(Live { store, bindings }),
+        Ok(Err(message)) => Err(PluginError::Init(message)),
+        Err(e) => Err(PluginError::Init(
+            classify(plugin, e, store.data()).to_string(),
+        )),
+    }
+}
+
+/// Turns a wasmtime error from a call into a classified [`PluginError`].
+fn classify(plugin: &CompiledPlugin, error: wasmtime::Error, state: &PluginState) -> PluginError {
+    let limits = plugin.limits();
+    if state.memory.exceeded {
+        return PluginError::Memory {
+            limit: limits.memory_bytes,
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => PluginError::Timeout(limits.timeout),
+        Some(Trap::StackOverflow) => PluginError::Stack,
+        Some(trap) => PluginError::Trap(match &state.last_error {
+            Some(last) => format!("{trap} ({last})"),
+            None => trap.to_string(),
+        }),
+        None => PluginError::Trap(format!("{error:#}")),
+    }
+}

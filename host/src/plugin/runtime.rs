@@ -1,0 +1,215 @@
+//! The shared wasmtime engine, its epoch ticker, and loading plugins into pre-instantiated
+//! components.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, OptLevel, Strategy};
+
+use super::bindings::PluginPre;
+use super::instance::PluginState;
+use super::{PluginError, PluginLimits};
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeOptions {
+    /// How often the epoch advances. A call is interrupted within its deadline plus one tick.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// The import namespaces a plugin may use. WASI is linked with nothing granted.
+const HOST_INTERFACE: &str = "switchyard:plugin/host@";
+const WASI_PREFIX: &str = "wasi:";
+
+/// One wasmtime engine for every plugin of the process, with its linker.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Arc<Linker<PluginState>>,
+    options: RuntimeOptions,
+}
+
+impl PluginRuntime {
+    /// Builds the engine (Cranelift, component model, epoch interruption) and starts the
+    /// ticker thread that advances its epoch. The ticker stops when the last clone of the
+    /// runtime and every plugin compiled by it are dropped.
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config
+            .strategy(Strategy::Cranelift)
+            .cranelift_opt_level(OptLevel::Speed)
+            .wasm_component_model(true)
+            .epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        super::bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+
+        let weak = engine.weak();
+        let tick = options.epoch_tick;
+        std::thread::Builder::new()
+            .name("switchyard-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(tick);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+
+        Ok(PluginRuntime {
+            engine,
+            linker: Arc::new(linker),
+            options,
+        })
+    }
+
+    /// The engine-wide options.
+    pub fn options(&self) -> RuntimeOptions {
+        self.options
+    }
+
+    /// Reads, checks, compiles and pre-instantiates the plugin at `path`.
+    pub fn load(&self, path: &Path, limits: PluginLimits) -> Result<CompiledPlugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.load_bytes(path, &bytes, limits)
+    }
+
+    /// Like [`PluginRuntime::load`], from bytes already in memory; `path` names the plugin in
+    /// messages.
+    pub fn load_bytes(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        limits: PluginLimits,
+    ) -> Result<CompiledPlugin, PluginError> {
+        let started = Instant::now();
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+                path: path.to_owned(),
+                message: format!("{e:#}"),
+            })?;
+        let compile_time = started.elapsed();
+
+        let component_type = component.component_type();
+        for (name, _) in component_type.imports(&self.engine) {
+            if !(name.starts_with(HOST_INTERFACE) || name.starts_with(WASI_PREFIX)) {
+                return Err(PluginError::Import {
+                    path: path.to_owned(),
+                    import: name.to_owned(),
+                });
+            }
+        }
+
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Link {
+                path: path.to_owned(),
+                message: format!("{e:#}"),
+            })?;
+        let pre = PluginPre::new(pre).map_err(|e| PluginError::Link {
+            path: path.to_owned(),
+            message: format!("it does not export `switchyard:plugin/handler@0.1.0`: {e:#}"),
+        })?;
+
+        let hash = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(CompiledPlugin(Arc::new(Compiled {
+            engine: self.engine.clone(),
+            pre,
+            path: path.to_owned(),
+            name: plugin_name(path),
+            hash,
+            limits,
+            epoch_tick: self.options.epoch_tick,
+            compile_time,
+        })))
+    }
+}
+
+/// A plugin's display name: its file name without the `.wasm` extension.
+fn plugin_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+pub(super) struct Compiled {
+    pub(super) engine: Engine,
+    pub(super) pre: PluginPre<PluginState>,
+    pub(super) path: PathBuf,
+    pub(super) name: String,
+    pub(super) hash: String,
+    pub(super) limits: PluginLimits,
+    pub(super) epoch_tick: Duration,
+    pub(super) compile_time: Duration,
+}
+
+/// A compiled, pre-instantiated plugin. Cloning shares the compiled code.
+#[derive(Clone)]
+pub struct CompiledPlugin(pub(super) Arc<Compiled>);
+
+impl CompiledPlugin {
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// Its name: the file name without `.wasm`.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// SHA-256 of the component's bytes, in hex: which version of a plugin ran.
+    pub fn hash(&self) -> &str {
+        &self.0.hash
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> PluginLimits {
+        self.0.limits
+    }
+
+    /// How long compiling the component took.
+    pub fn compile_time(&self) -> Duration {
+        self.0.compile_time
+    }
+
+    /// The epoch deadline, in ticks, that enforces `timeout`: one tick more than the
+    /// timeout spans, since the current tick may be nearly over when the call starts.
+    pub(super) fn deadline_ticks(&self) -> u64 {
+        let tick = self.0.epoch_tick.as_nanos().max(1);
+        let ticks = self.0.limits.timeout.as_nanos().div_ceil(tick);
+        u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+    }
+}
+
+impl std::fmt::Debug for CompiledPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledPlugin")
+            .field("path", &self.0.path)
+            .field("hash", &self.0.hash)
+            .field("limits", &self.0.limits)
+            .finish()
+    }
+}
