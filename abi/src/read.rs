@@ -366,7 +366,7 @@ pub fn decode_result(result: &[u8], expected: usize) -> Result<Vec<Outcome>, Dec
     if count != expected {
         return Err(DecodeError {
             offset: at,
-            what: format!("{count} outcomes for {expected} messages"),
+            what: format!("{count} outcomes for a batch of {expected}"),
         });
     }
     let mut outcomes = Vec::with_capacity(count);
@@ -394,7 +394,10 @@ pub fn decode_result(result: &[u8], expected: usize) -> Result<Vec<Outcome>, Dec
         });
     }
     if c.pos != result.len() {
-        return Err(c.err(format!("{} unexpected trailing bytes", result.len() - c.pos)));
+        return Err(c.err(format!(
+            "{} unexpected trailing bytes",
+            result.len() - c.pos
+        )));
     }
     Ok(outcomes)
 }

@@ -11,7 +11,11 @@ fn sample_batch() -> Vec<u8> {
         },
         Some(b"k1"),
         Some(1_700_000_000_000),
-        [("region", &b"eu"[..]), ("trace", &b"\x00\xff"[..]), ("region", &b"us"[..])],
+        [
+            ("region", &b"eu"[..]),
+            ("trace", &b"\x00\xff"[..]),
+            ("region", &b"us"[..]),
+        ],
         b"{\"amount\": 5}",
     );
     w.push(
@@ -60,7 +64,14 @@ fn batch_round_trips() {
     assert_eq!(m.headers.get("region"), Some(&b"eu"[..]));
     assert_eq!(m.headers.get_all("region").count(), 2);
     let z = &msgs[1];
-    assert!(matches!(z.origin, Origin::Zmq { topic: Some(b"EURUSD"), peer: None, .. }));
+    assert!(matches!(
+        z.origin,
+        Origin::Zmq {
+            topic: Some(b"EURUSD"),
+            peer: None,
+            ..
+        }
+    ));
     assert_eq!(z.key, None);
     assert_eq!(z.timestamp, None);
     assert!(z.headers.is_empty());
@@ -75,8 +86,13 @@ fn result_round_trips() {
         Outcome::Reject("not JSON".into()),
         Outcome::Emit(vec![]),
         Outcome::Emit(vec![
-            Output::new("a").to("alerts").with_key("k").with_header("h", "v"),
-            Output::new(vec![0u8, 1]).with_partition(2).with_timestamp(7),
+            Output::new("a")
+                .to("alerts")
+                .with_key("k")
+                .with_header("h", "v"),
+            Output::new(vec![0u8, 1])
+                .with_partition(2)
+                .with_timestamp(7),
         ]),
     ];
     let mut w = ResultWriter::with_capacity(outcomes.len());
@@ -92,7 +108,7 @@ fn wrong_outcome_count_is_reported() {
     let mut w = ResultWriter::with_capacity(1);
     w.pass();
     let err = decode_result(&w.finish(), 2).expect_err("count mismatch");
-    assert_eq!(err.what, "1 outcomes for 2 messages");
+    assert_eq!(err.what, "1 outcomes for a batch of 2");
 }
 
 #[test]

@@ -46,7 +46,11 @@ impl Config {
     /// Fails, naming the first unknown key, if any key is not in `allowed`. Catches typos
     /// in the operator's configuration at load time.
     pub fn allow_only(&self, allowed: &[&str]) -> Result<(), String> {
-        match self.entries.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        match self
+            .entries
+            .iter()
+            .find(|(k, _)| !allowed.contains(&k.as_str()))
+        {
             Some((k, _)) => Err(format!(
                 "unknown setting `{k}` (expected one of: {})",
                 allowed.join(", ")

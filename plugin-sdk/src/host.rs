@@ -45,12 +45,12 @@ pub fn log(level: Level, message: &str) {
 /// `switchyard_plugin_counter_total{name="..."}`. Cheap to call per message: deltas are
 /// summed inside the plugin and reported once per batch.
 pub fn counter(name: &str, delta: u64) {
-    PENDING_COUNTERS.with_borrow_mut(|pending| {
-        match pending.iter_mut().find(|(n, _)| n == name) {
+    PENDING_COUNTERS.with_borrow_mut(
+        |pending| match pending.iter_mut().find(|(n, _)| n == name) {
             Some((_, total)) => *total += delta,
             None => pending.push((name.to_owned(), delta)),
-        }
-    });
+        },
+    );
 }
 
 /// Reports the counters accumulated since the last flush.

@@ -54,10 +54,20 @@ mod tests {
     #[test]
     fn paths_reach_objects_and_arrays() {
         let v = parse(br#"{"a": {"b": [10, {"c": "x"}]}}"#).expect("json");
-        assert_eq!(lookup(&v, &path("a.b.0").expect("path")), Some(&Value::from(10)));
-        assert_eq!(lookup(&v, &path("a.b.1.c").expect("path")), Some(&Value::from("x")));
+        assert_eq!(
+            lookup(&v, &path("a.b.0").expect("path")),
+            Some(&Value::from(10))
+        );
+        assert_eq!(
+            lookup(&v, &path("a.b.1.c").expect("path")),
+            Some(&Value::from("x"))
+        );
         assert_eq!(lookup(&v, &path("a.z").expect("path")), None);
         assert!(path("a..b").is_err());
-        assert!(parse(b"{nope").expect_err("not json").starts_with("payload is not JSON"));
+        assert!(
+            parse(b"{nope")
+                .expect_err("not json")
+                .starts_with("payload is not JSON")
+        );
     }
 }

@@ -37,10 +37,12 @@ pub(crate) fn record_log(level: Level, message: &str) {
 
 #[cfg_attr(target_family = "wasm", allow(dead_code))]
 pub(crate) fn record_counter(name: &str, delta: u64) {
-    COUNTERS.with_borrow_mut(|counters| match counters.iter_mut().find(|(n, _)| n == name) {
-        Some((_, total)) => *total += delta,
-        None => counters.push((name.to_owned(), delta)),
-    });
+    COUNTERS.with_borrow_mut(
+        |counters| match counters.iter_mut().find(|(n, _)| n == name) {
+            Some((_, total)) => *total += delta,
+            None => counters.push((name.to_owned(), delta)),
+        },
+    );
 }
 
 /// Takes the log lines written on this thread so far.

@@ -88,7 +88,9 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(args),
-        Command::Plugin(PluginCommand::New(args)) => plugin_new::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Plugin(PluginCommand::New(args)) => {
+            plugin_new::run(args).map(|()| ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("switchyard: {e:#}");

@@ -34,7 +34,10 @@ pub(super) fn run(args: PluginNewArgs) -> anyhow::Result<()> {
         )
     })?;
     if !sdk.join("Cargo.toml").is_file() {
-        bail!("{} is not the plugin SDK crate (no Cargo.toml)", sdk.display());
+        bail!(
+            "{} is not the plugin SDK crate (no Cargo.toml)",
+            sdk.display()
+        );
     }
     let lib_name = name.replace('-', "_");
     let type_name: String = lib_name
@@ -53,7 +56,10 @@ pub(super) fn run(args: PluginNewArgs) -> anyhow::Result<()> {
         ("testdata/messages.jsonl", SAMPLE.to_owned()),
         ("rust-toolchain.toml", TOOLCHAIN.to_owned()),
         (".gitignore", "/target\n".to_owned()),
-        ("README.md", README.replace("{name}", name).replace("{lib}", &lib_name)),
+        (
+            "README.md",
+            README.replace("{name}", name).replace("{lib}", &lib_name),
+        ),
     ];
     for (path, contents) in files {
         write(&dir.join(path), &contents)?;

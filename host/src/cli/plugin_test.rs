@@ -53,7 +53,11 @@ pub(super) fn run(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
     };
     let plugin = runtime.load(&args.plugin, limits)?;
     let mut instance = PluginInstance::new(plugin, args.config.clone()).map_err(|e| {
-        anyhow::anyhow!("plugin {} refused ({}): {e}", args.plugin.display(), e.kind())
+        anyhow::anyhow!(
+            "plugin {} refused ({}): {e}",
+            args.plugin.display(),
+            e.kind()
+        )
     })?;
 
     let stdout = std::io::stdout();
@@ -76,10 +80,24 @@ pub(super) fn run(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
             }
         }
         if pending.len() >= args.batch as usize {
-            run_batch(&mut instance, &args, &mut batch, &mut pending, &mut tally, &mut out)?;
+            run_batch(
+                &mut instance,
+                &args,
+                &mut batch,
+                &mut pending,
+                &mut tally,
+                &mut out,
+            )?;
         }
     }
-    run_batch(&mut instance, &args, &mut batch, &mut pending, &mut tally, &mut out)?;
+    run_batch(
+        &mut instance,
+        &args,
+        &mut batch,
+        &mut pending,
+        &mut tally,
+        &mut out,
+    )?;
 
     let counters: BTreeMap<String, u64> = instance.counters();
     let summary = json!({
@@ -247,7 +265,9 @@ fn header_value(name: &str, v: &Value) -> Result<Vec<u8>, String> {
             Some(Value::String(s)) if o.len() == 1 => BASE64
                 .decode(s)
                 .map_err(|e| format!("header `{name}`: invalid base64: {e}")),
-            _ => Err(format!("header `{name}`: expected a string or {{\"base64\": \"...\"}}")),
+            _ => Err(format!(
+                "header `{name}`: expected a string or {{\"base64\": \"...\"}}"
+            )),
         },
         other => Err(format!("header `{name}`: expected a string, not {other}")),
     }
@@ -263,10 +283,14 @@ fn parse_headers(v: &Value) -> Result<Vec<(String, Vec<u8>)>, String> {
             .iter()
             .map(|item| match item.as_array().map(Vec::as_slice) {
                 Some([Value::String(n), v]) => Ok((n.clone(), header_value(n, v)?)),
-                _ => Err(format!("`headers` items must be [name, value] pairs, not {item}")),
+                _ => Err(format!(
+                    "`headers` items must be [name, value] pairs, not {item}"
+                )),
             })
             .collect(),
-        other => Err(format!("`headers` must be an object or a list of pairs, not {other}")),
+        other => Err(format!(
+            "`headers` must be an object or a list of pairs, not {other}"
+        )),
     }
 }
 
@@ -319,7 +343,11 @@ fn parse_line(line: usize, text: &str) -> Result<TestInput, String> {
         line,
         key: text_or_base64(&obj, "key")?,
         payload,
-        headers: obj.get("headers").map(parse_headers).transpose()?.unwrap_or_default(),
+        headers: obj
+            .get("headers")
+            .map(parse_headers)
+            .transpose()?
+            .unwrap_or_default(),
         kafka,
         timestamp: int_field(&obj, "timestamp")?,
     })
@@ -338,11 +366,18 @@ mod tests {
         .expect("valid");
         assert_eq!(m.key, Some(vec![0, 255]));
         assert_eq!(m.payload, b"p");
-        assert_eq!(m.headers, vec![("a".into(), b"1".to_vec()), ("a".into(), vec![2])]);
+        assert_eq!(
+            m.headers,
+            vec![("a".into(), b"1".to_vec()), ("a".into(), vec![2])]
+        );
         assert_eq!(m.kafka, Some(("t".into(), 2, 2)));
         assert_eq!(m.timestamp, Some(5));
-        let m = parse_line(1, r#"{"payload": "", "headers": {"z": "1", "b": "2"}}"#).expect("valid");
-        assert_eq!(m.headers, vec![("z".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())]);
+        let m =
+            parse_line(1, r#"{"payload": "", "headers": {"z": "1", "b": "2"}}"#).expect("valid");
+        assert_eq!(
+            m.headers,
+            vec![("z".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())]
+        );
     }
 
     #[test]
@@ -354,9 +389,15 @@ mod tests {
             (r#"{"payload": 1}"#, "`payload` must be a string"),
             (r#"{"payload": "a", "payload_base64": "YQ=="}"#, "both"),
             (r#"{"payload_base64": "!!"}"#, "not valid base64"),
-            (r#"{"payload": "a", "hedears": {}}"#, "unknown field `hedears`"),
+            (
+                r#"{"payload": "a", "hedears": {}}"#,
+                "unknown field `hedears`",
+            ),
             (r#"{"payload": "a", "headers": [["a"]]}"#, "pairs"),
-            (r#"{"payload": "a", "topic": "t", "partition": 1e40}"#, "`partition`"),
+            (
+                r#"{"payload": "a", "topic": "t", "partition": 1e40}"#,
+                "`partition`",
+            ),
         ];
         for (line, expected) in cases {
             let err = parse_line(1, line).expect_err(line);

@@ -18,6 +18,8 @@ use super::{CompiledPlugin, PluginError};
 struct MemoryCap {
     limit: usize,
     exceeded: bool,
+    /// Largest memory size granted so far.
+    peak: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -31,6 +33,7 @@ impl ResourceLimiter for MemoryCap {
             self.exceeded = true;
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
@@ -99,6 +102,8 @@ pub struct PluginInstance {
     /// Counters carried over from instances that were thrown away.
     counters: BTreeMap<String, u64>,
     rebuilds: u64,
+    /// Peak linear memory of instances that were thrown away.
+    peak_memory: usize,
 }
 
 impl PluginInstance {
@@ -111,6 +116,7 @@ impl PluginInstance {
             live: Some(live),
             counters: BTreeMap::new(),
             rebuilds: 0,
+            peak_memory: 0,
         })
     }
 
@@ -122,6 +128,12 @@ impl PluginInstance {
     /// How many times the instance was rebuilt after a failure.
     pub fn rebuilds(&self) -> u64 {
         self.rebuilds
+    }
+
+    /// The most linear memory any instance of this plugin held, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        let live = self.live.as_ref().map_or(0, |l| l.store.data().memory.peak);
+        self.peak_memory.max(live)
     }
 
     /// Totals of the plugin-defined counters since the instance was created.
@@ -167,6 +179,7 @@ impl PluginInstance {
     /// Drops the live store, keeping its counters.
     fn discard(&mut self) {
         if let Some(live) = self.live.take() {
+            self.peak_memory = self.peak_memory.max(live.store.data().memory.peak);
             for (name, value) in live.store.into_data().counters {
                 *self.counters.entry(name).or_default() += value;
             }
@@ -184,6 +197,7 @@ fn instantiate(plugin: &CompiledPlugin, config: &[(String, String)]) -> Result<L
         memory: MemoryCap {
             limit: inner.limits.memory_bytes,
             exceeded: false,
+            peak: 0,
         },
         plugin: inner.name.clone(),
         last_error: None,

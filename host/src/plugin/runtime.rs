@@ -101,11 +101,10 @@ impl PluginRuntime {
         limits: PluginLimits,
     ) -> Result<CompiledPlugin, PluginError> {
         let started = Instant::now();
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
-                path: path.to_owned(),
-                message: format!("{e:#}"),
-            })?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+            path: path.to_owned(),
+            message: format!("{e:#}"),
+        })?;
         let compile_time = started.elapsed();
 
         let component_type = component.component_type();

@@ -6,7 +6,10 @@ use switchyard_plugin_sdk::{Config, Message, Outcome, Plugin, export};
 pub struct FaultRecursion;
 
 #[inline(never)]
-#[expect(unconditional_recursion, reason = "this fixture exists to overflow the stack")]
+#[expect(
+    unconditional_recursion,
+    reason = "this fixture exists to overflow the stack"
+)]
 fn descend(depth: u64) -> u64 {
     // `black_box` keeps the call from being turned into a loop.
     std::hint::black_box(descend(std::hint::black_box(depth + 1))) + 1

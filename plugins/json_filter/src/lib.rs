@@ -104,7 +104,9 @@ impl JsonFilter {
             Op::Exists => true,
             Op::Contains => match found {
                 Value::String(s) => s.contains(&self.value),
-                Value::Array(items) => items.iter().any(|item| self.compare(item) == Some(Ordering::Equal)),
+                Value::Array(items) => items
+                    .iter()
+                    .any(|item| self.compare(item) == Some(Ordering::Equal)),
                 _ => false,
             },
             Op::Ne => self.compare(found) != Some(Ordering::Equal),
@@ -143,8 +145,11 @@ mod tests {
 
     fn check(op: &str, value: &str, payloads: &[&str]) -> Vec<Outcome> {
         let msgs: Vec<_> = payloads.iter().map(|p| TestMessage::new(*p)).collect();
-        run::<JsonFilter>(&[("field", "order.amount"), ("op", op), ("value", value)], &msgs)
-            .expect("init")
+        run::<JsonFilter>(
+            &[("field", "order.amount"), ("op", op), ("value", value)],
+            &msgs,
+        )
+        .expect("init")
     }
 
     #[test]
@@ -173,7 +178,10 @@ mod tests {
         ];
         assert_eq!(check("eq", "large", &payloads), vec![Pass, Drop, Drop]);
         assert_eq!(check("contains", "arg", &payloads), vec![Pass, Drop, Drop]);
-        assert_eq!(check("contains", "small", &payloads), vec![Drop, Pass, Drop]);
+        assert_eq!(
+            check("contains", "small", &payloads),
+            vec![Drop, Pass, Drop]
+        );
         assert_eq!(check("exists", "", &payloads), vec![Pass, Pass, Drop]);
         assert_eq!(check("ne", "large", &payloads), vec![Drop, Pass, Drop]);
     }

@@ -95,7 +95,9 @@ impl Plugin for KeyRouter {
         let found = match &self.by {
             Selector::KeyPrefix => {
                 let key = message.key().unwrap_or_default();
-                self.table.iter().find(|(p, _)| key.starts_with(p.as_bytes()))
+                self.table
+                    .iter()
+                    .find(|(p, _)| key.starts_with(p.as_bytes()))
             }
             Selector::Header(name) => message
                 .header(name)
@@ -128,14 +130,21 @@ mod tests {
 
     fn dests(outcome: &Outcome) -> Vec<&str> {
         match outcome {
-            Outcome::Emit(outs) => outs.iter().filter_map(|o| o.destination.as_deref()).collect(),
+            Outcome::Emit(outs) => outs
+                .iter()
+                .filter_map(|o| o.destination.as_deref())
+                .collect(),
             other => panic!("expected emit, got {other:?}"),
         }
     }
 
     #[test]
     fn longest_key_prefix_wins_and_fans_out() {
-        let cfg = [("by", "key-prefix"), ("to.eu-", "europe"), ("to.eu-de-", "germany, audit")];
+        let cfg = [
+            ("by", "key-prefix"),
+            ("to.eu-", "europe"),
+            ("to.eu-de-", "germany, audit"),
+        ];
         let msgs = [
             TestMessage::new("1").key("eu-fr-1"),
             TestMessage::new("2").key("eu-de-9").header("h", "v"),
@@ -144,23 +153,39 @@ mod tests {
         let out = run::<KeyRouter>(&cfg, &msgs).expect("init");
         assert_eq!(dests(&out[0]), ["europe"]);
         assert_eq!(dests(&out[1]), ["germany", "audit"]);
-        let Outcome::Emit(outs) = &out[1] else { unreachable!() };
-        assert!(outs.iter().all(|o| o.payload == b"2" && o.key.as_deref() == Some(&b"eu-de-9"[..])));
+        let Outcome::Emit(outs) = &out[1] else {
+            unreachable!()
+        };
+        assert!(
+            outs.iter()
+                .all(|o| o.payload == b"2" && o.key.as_deref() == Some(&b"eu-de-9"[..]))
+        );
         assert_eq!(out[2], Outcome::Pass);
     }
 
     #[test]
     fn header_and_field_selectors() {
         let out = run::<KeyRouter>(
-            &[("by", "header:region"), ("to.eu", "europe"), ("default", "rest")],
-            &[TestMessage::new("x").header("region", "eu"), TestMessage::new("y")],
+            &[
+                ("by", "header:region"),
+                ("to.eu", "europe"),
+                ("default", "rest"),
+            ],
+            &[
+                TestMessage::new("x").header("region", "eu"),
+                TestMessage::new("y"),
+            ],
         )
         .expect("init");
         assert_eq!(dests(&out[0]), ["europe"]);
         assert_eq!(dests(&out[1]), ["rest"]);
 
         let out = run::<KeyRouter>(
-            &[("by", "field:customer.tier"), ("to.gold", "vip"), ("to.7", "seven")],
+            &[
+                ("by", "field:customer.tier"),
+                ("to.gold", "vip"),
+                ("to.7", "seven"),
+            ],
             &[
                 TestMessage::new(r#"{"customer":{"tier":"gold"}}"#),
                 TestMessage::new(r#"{"customer":{"tier":7}}"#),

@@ -29,7 +29,10 @@ mod tests {
 
     #[test]
     fn every_message_passes() {
-        let msgs = [TestMessage::new("a"), TestMessage::new("").key("k").header("h", "v")];
+        let msgs = [
+            TestMessage::new("a"),
+            TestMessage::new("").key("k").header("h", "v"),
+        ];
         assert_eq!(
             run::<Passthrough>(&[], &msgs),
             Ok(vec![Outcome::Pass, Outcome::Pass])

@@ -98,7 +98,10 @@ mod tests {
             o.headers,
             vec![
                 ("region".to_owned(), b"eu".to_vec()),
-                ("switchyard-redacted".to_owned(), b"card.number,email".to_vec())
+                (
+                    "switchyard-redacted".to_owned(),
+                    b"card.number,email".to_vec()
+                )
             ]
         );
         assert_eq!(o.destination, None);
@@ -117,7 +120,11 @@ mod tests {
 
     #[test]
     fn fields_are_required() {
-        assert!(run::<Redact>(&[], &[]).expect_err("no fields").contains("`fields`"));
+        assert!(
+            run::<Redact>(&[], &[])
+                .expect_err("no fields")
+                .contains("`fields`")
+        );
         assert!(run::<Redact>(&[("fields", " , ")], &[]).is_err());
     }
 }

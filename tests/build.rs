@@ -1,0 +1,102 @@
+//! Builds every plugin in `plugins/` for wasm32-wasip2, once, into a target directory of its
+//! own, and writes `plugins.rs`: a path constant per plugin and `foreach_plugin!`, which
+//! the tests use to fail the build when a plugin has no test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root = manifest
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_owned();
+    let plugins_dir = root.join("plugins");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("plugins");
+
+    let mut names: Vec<String> = std::fs::read_dir(&plugins_dir)
+        .expect("plugins/ exists")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+
+    for watched in ["wit", "abi/src", "plugin-sdk/src", "plugin-sdk/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            plugins_dir.join(file).display()
+        );
+    }
+    for name in &names {
+        for watched in ["src", "Cargo.toml"] {
+            println!(
+                "cargo:rerun-if-changed={}",
+                plugins_dir.join(name).join(watched).display()
+            );
+        }
+    }
+
+    build_plugins(&plugins_dir, &target_dir);
+
+    let release = target_dir.join("wasm32-wasip2").join("release");
+    let mut generated = String::new();
+    for name in &names {
+        let wasm = release.join(format!("{name}.wasm"));
+        assert!(wasm.is_file(), "{} was not built", wasm.display());
+        generated += &format!(
+            "/// `plugins/{name}` built for wasm32-wasip2.\npub const {}: &str = {:?};\n",
+            name.to_uppercase(),
+            wasm.display().to_string()
+        );
+    }
+    generated += "/// Calls `$mac!(name)` for every plugin in `plugins/`.\n#[macro_export]\n";
+    generated += "macro_rules! foreach_plugin {\n    ($mac:ident) => {\n";
+    for name in &names {
+        generated += &format!("        $mac!({name});\n");
+    }
+    generated += "    };\n}\n";
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
+    std::fs::write(out.join("plugins.rs"), generated).expect("write plugins.rs");
+}
+
+fn build_plugins(plugins_dir: &Path, target_dir: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(plugins_dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    // Settings meant for the outer build (flags, wrappers such as clippy-driver) must not
+    // leak into the plugins' build.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    let output = cmd.output().expect("run cargo to build plugins/");
+    if !output.status.success() {
+        panic!(
+            "building plugins/ for wasm32-wasip2 failed (is the target installed? \
+             `rustup target add wasm32-wasip2`):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
