@@ -78,6 +78,12 @@ impl PluginRuntime {
         })
     }
 
+    /// The wasmtime engine, for embedding and benchmarks that need components of their own
+    /// under exactly the plugins' engine settings.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The engine-wide options.
     pub fn options(&self) -> RuntimeOptions {
         self.options

@@ -83,7 +83,7 @@ impl Plugin for KeyRouter {
         if table.is_empty() {
             return Err("no `to.MATCH` setting: nothing to route".to_owned());
         }
-        table.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        table.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
         let default = config
             .get("default")
             .map(|d| destinations("default", d))
