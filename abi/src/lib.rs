@@ -142,6 +142,21 @@ impl Output {
     }
 }
 
+/// An owned message, for tools and tests that build batches from data of their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageBuf {
+    /// Kafka topic, partition and offset it appears to come from; `None` for no origin.
+    pub kafka: Option<(String, i32, i64)>,
+    /// Record key.
+    pub key: Option<Vec<u8>>,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// Headers, in order; names may repeat.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Timestamp in milliseconds since the Unix epoch.
+    pub timestamp: Option<i64>,
+}
+
 /// A buffer that does not follow the wire format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {

@@ -1,6 +1,6 @@
 //! Encoding: a batch (host side) and a result (guest side), into reusable buffers.
 
-use crate::{ABSENT, Origin, Output, VERSION};
+use crate::{ABSENT, MessageBuf, Origin, Output, VERSION};
 
 fn put_u32(buf: &mut Vec<u8>, v: u32) {
     buf.extend_from_slice(&v.to_le_bytes());
@@ -113,6 +113,25 @@ impl BatchWriter {
         buf[size_at..size_at + 4].copy_from_slice(&size.to_le_bytes());
         self.count += 1;
         buf[4..8].copy_from_slice(&self.count.to_le_bytes());
+    }
+
+    /// Appends one owned message.
+    pub fn push_buf(&mut self, m: &MessageBuf) {
+        let origin = match &m.kafka {
+            Some((topic, partition, offset)) => Origin::Kafka {
+                topic,
+                partition: *partition,
+                offset: *offset,
+            },
+            None => Origin::None,
+        };
+        self.push(
+            &origin,
+            m.key.as_deref(),
+            m.timestamp,
+            m.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+            &m.payload,
+        );
     }
 
     /// Number of messages pushed since [`BatchWriter::start`].

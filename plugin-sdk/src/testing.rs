@@ -21,7 +21,7 @@
 
 use std::cell::RefCell;
 
-use switchyard_abi::{BatchWriter, Origin, Outcome, decode_result};
+use switchyard_abi::{BatchWriter, MessageBuf, Outcome, decode_result};
 
 use crate::{Config, Level, Plugin};
 
@@ -57,48 +57,42 @@ pub fn take_counters() -> Vec<(String, u64)> {
 
 /// A message to feed a plugin in a test.
 #[derive(Debug, Clone, Default)]
-pub struct TestMessage {
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    headers: Vec<(String, Vec<u8>)>,
-    timestamp: Option<i64>,
-    kafka: Option<(String, i32, i64)>,
-}
+pub struct TestMessage(MessageBuf);
 
 impl TestMessage {
     /// A message with this payload.
     pub fn new(payload: impl Into<Vec<u8>>) -> Self {
-        TestMessage {
+        TestMessage(MessageBuf {
             payload: payload.into(),
-            ..TestMessage::default()
-        }
+            ..MessageBuf::default()
+        })
     }
 
     /// Sets the key.
     #[must_use]
     pub fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.key = Some(key.into());
+        self.0.key = Some(key.into());
         self
     }
 
     /// Appends a header.
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.0.headers.push((name.into(), value.into()));
         self
     }
 
     /// Sets the timestamp in milliseconds.
     #[must_use]
     pub fn timestamp(mut self, timestamp_ms: i64) -> Self {
-        self.timestamp = Some(timestamp_ms);
+        self.0.timestamp = Some(timestamp_ms);
         self
     }
 
     /// Makes the message come from a Kafka topic, partition and offset.
     #[must_use]
     pub fn from_kafka(mut self, topic: impl Into<String>, partition: i32, offset: i64) -> Self {
-        self.kafka = Some((topic.into(), partition, offset));
+        self.0.kafka = Some((topic.into(), partition, offset));
         self
     }
 }
@@ -126,21 +120,7 @@ pub fn run_batch<P: Plugin>(plugin: &mut P, messages: &[TestMessage]) -> Vec<Out
     let mut batch = BatchWriter::new();
     batch.start("test");
     for m in messages {
-        let origin = match &m.kafka {
-            Some((topic, partition, offset)) => Origin::Kafka {
-                topic,
-                partition: *partition,
-                offset: *offset,
-            },
-            None => Origin::None,
-        };
-        batch.push(
-            &origin,
-            m.key.as_deref(),
-            m.timestamp,
-            m.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-            &m.payload,
-        );
+        batch.push_buf(&m.0);
     }
     let result = crate::rt::process_one_batch(plugin, batch.as_bytes());
     match decode_result(&result, messages.len()) {

@@ -42,7 +42,10 @@ fn timed(name: String, mut f: impl FnMut()) -> impl FnMut(u64) -> Duration {
             f();
         }
         let elapsed = start.elapsed();
-        record(&name, elapsed / u32::try_from(iters.max(1)).unwrap_or(u32::MAX));
+        record(
+            &name,
+            elapsed / u32::try_from(iters.max(1)).unwrap_or(u32::MAX),
+        );
         elapsed
     }
 }
@@ -86,7 +89,9 @@ fn benches(c: &mut Criterion) {
     let linker = Linker::<()>::new(&engine);
     let mut store = Store::new(&engine, ());
     store.set_epoch_deadline(u64::MAX / 2);
-    let instance = linker.instantiate(&mut store, &component).expect("instantiate");
+    let instance = linker
+        .instantiate(&mut store, &component)
+        .expect("instantiate");
     let nop = instance
         .get_typed_func::<(), ()>(&mut store, "nop")
         .expect("nop export");
@@ -124,7 +129,10 @@ fn benches(c: &mut Criterion) {
                     &Origin::None,
                     Some(b"key-000001"),
                     Some(i),
-                    [("trace-id", &b"0123456789abcdef"[..]), ("source", &b"bench"[..])],
+                    [
+                        ("trace-id", &b"0123456789abcdef"[..]),
+                        ("source", &b"bench"[..]),
+                    ],
                     &payload,
                 );
             }
@@ -138,12 +146,20 @@ fn benches(c: &mut Criterion) {
     slow.bench_function("compile/json_filter", |b| {
         b.iter_custom(timed("compile/json_filter".into(), || {
             runtime
-                .load_bytes(Path::new("json_filter.wasm"), &json_filter, PluginLimits::default())
+                .load_bytes(
+                    Path::new("json_filter.wasm"),
+                    &json_filter,
+                    PluginLimits::default(),
+                )
                 .expect("compile");
         }));
     });
     let compiled = runtime
-        .load_bytes(Path::new("json_filter.wasm"), &json_filter, PluginLimits::default())
+        .load_bytes(
+            Path::new("json_filter.wasm"),
+            &json_filter,
+            PluginLimits::default(),
+        )
         .expect("compile");
     let config: Vec<(String, String)> = [("field", "a"), ("op", "exists")]
         .iter()
@@ -173,7 +189,11 @@ fn print_table() {
             println!("| process, batch {n} | {call:.2?} | {per:.2?} | {ratio:.3} |");
         }
     }
-    for name in ["encode/64", "compile/json_filter", "instantiate+init/json_filter"] {
+    for name in [
+        "encode/64",
+        "compile/json_filter",
+        "instantiate+init/json_filter",
+    ] {
         if let Some(t) = median(name) {
             println!("| {name} | {t:.2?} | | |");
         }

@@ -26,5 +26,8 @@ fn plugins_pass_their_own_unit_tests() {
         .filter_map(|l| l.strip_prefix("test result: ok. "))
         .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
         .sum();
-    assert!(passed >= 15, "only {passed} plugin unit tests ran:\n{stdout}");
+    assert!(
+        passed >= 15,
+        "only {passed} plugin unit tests ran:\n{stdout}"
+    );
 }

@@ -10,20 +10,16 @@ use anyhow::Context;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
-use switchyard_abi::{BatchWriter, Origin, Outcome, Output};
+use switchyard_abi::{BatchWriter, MessageBuf, Outcome, Output};
 
 use super::PluginTestArgs;
 use crate::plugin::{PluginError, PluginInstance, PluginLimits, PluginRuntime, RuntimeOptions};
 
-/// One input message, owned.
+/// One input message and the line it came from.
 #[derive(Debug, Default)]
 struct TestInput {
     line: usize,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    headers: Vec<(String, Vec<u8>)>,
-    kafka: Option<(String, i32, i64)>,
-    timestamp: Option<i64>,
+    message: MessageBuf,
 }
 
 /// Outcome tallies for the summary line.
@@ -135,21 +131,7 @@ fn run_batch(
     }
     batch.start(&args.input_name);
     for m in pending.iter() {
-        let origin = match &m.kafka {
-            Some((topic, partition, offset)) => Origin::Kafka {
-                topic,
-                partition: *partition,
-                offset: *offset,
-            },
-            None => Origin::None,
-        };
-        batch.push(
-            &origin,
-            m.key.as_deref(),
-            m.timestamp,
-            m.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-            &m.payload,
-        );
+        batch.push_buf(&m.message);
     }
     let result = instance.process(batch);
     for (i, m) in pending.drain(..).enumerate() {
@@ -341,15 +323,17 @@ fn parse_line(line: usize, text: &str) -> Result<TestInput, String> {
     };
     Ok(TestInput {
         line,
-        key: text_or_base64(&obj, "key")?,
-        payload,
-        headers: obj
-            .get("headers")
-            .map(parse_headers)
-            .transpose()?
-            .unwrap_or_default(),
-        kafka,
-        timestamp: int_field(&obj, "timestamp")?,
+        message: MessageBuf {
+            kafka,
+            key: text_or_base64(&obj, "key")?,
+            payload,
+            headers: obj
+                .get("headers")
+                .map(parse_headers)
+                .transpose()?
+                .unwrap_or_default(),
+            timestamp: int_field(&obj, "timestamp")?,
+        },
     })
 }
 
@@ -363,7 +347,8 @@ mod tests {
             3,
             r#"{"key_base64": "AP8=", "payload": "p", "headers": [["a", "1"], ["a", {"base64": "Ag=="}]], "topic": "t", "partition": 2, "timestamp": 5}"#,
         )
-        .expect("valid");
+        .expect("valid")
+        .message;
         assert_eq!(m.key, Some(vec![0, 255]));
         assert_eq!(m.payload, b"p");
         assert_eq!(
@@ -372,8 +357,9 @@ mod tests {
         );
         assert_eq!(m.kafka, Some(("t".into(), 2, 2)));
         assert_eq!(m.timestamp, Some(5));
-        let m =
-            parse_line(1, r#"{"payload": "", "headers": {"z": "1", "b": "2"}}"#).expect("valid");
+        let m = parse_line(1, r#"{"payload": "", "headers": {"z": "1", "b": "2"}}"#)
+            .expect("valid")
+            .message;
         assert_eq!(
             m.headers,
             vec![("z".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())]
