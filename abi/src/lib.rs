@@ -157,18 +157,62 @@ pub struct MessageBuf {
     pub timestamp: Option<i64>,
 }
 
-/// A buffer that does not follow the wire format.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A buffer that does not follow the wire format: where, and what was wrong. Small and
+/// `Copy`, so decoding stays cheap on the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeError {
     /// Byte offset at which decoding failed.
     pub offset: usize,
-    /// What was being decoded, or what was wrong.
-    pub what: String,
+    /// What was wrong.
+    pub problem: Problem,
+}
+
+/// What was wrong with a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// The buffer ends inside this field.
+    Truncated(&'static str),
+    /// This required field is marked absent.
+    Absent(&'static str),
+    /// This text field is not UTF-8.
+    NotUtf8(&'static str),
+    /// The buffer is of another version of the format.
+    Version(u32),
+    /// An origin kind this version does not know.
+    UnknownOrigin(u8),
+    /// An outcome tag this version does not know.
+    UnknownOutcome(u8),
+    /// A result holds a different number of outcomes than its batch had messages.
+    Count {
+        /// Outcomes in the result.
+        found: u32,
+        /// Messages in the batch.
+        expected: usize,
+    },
+    /// Bytes left over after the last outcome.
+    Trailing(usize),
 }
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} at byte {}", self.what, self.offset)
+        match self.problem {
+            Problem::Truncated(field) => write!(f, "truncated {field}")?,
+            Problem::Absent(field) => write!(f, "{field} is absent but required")?,
+            Problem::NotUtf8(field) => write!(f, "{field} is not UTF-8")?,
+            Problem::Version(v) => {
+                write!(
+                    f,
+                    "unsupported wire format version {v} (expected {VERSION})"
+                )?;
+            }
+            Problem::UnknownOrigin(kind) => write!(f, "unknown origin kind {kind}")?,
+            Problem::UnknownOutcome(tag) => write!(f, "unknown outcome tag {tag}")?,
+            Problem::Count { found, expected } => {
+                write!(f, "{found} outcomes for a batch of {expected}")?;
+            }
+            Problem::Trailing(n) => write!(f, "{n} unexpected trailing bytes")?,
+        }
+        write!(f, " at byte {}", self.offset)
     }
 }
 

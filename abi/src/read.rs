@@ -1,7 +1,12 @@
 //! Zero-copy decoding: a batch into borrowed message views (guest side), a result into
 //! owned outcomes (host side).
+//!
+//! Batch decoding is on every plugin's hot path, so it does the least work that keeps it
+//! safe: fields are sliced in place, the header block is skipped by its size and its entries
+//! are decoded only when a plugin reads them.
 
-use crate::{ABSENT, DecodeError, Origin, Outcome, Output, VERSION};
+use crate::write::FIXED;
+use crate::{ABSENT, DecodeError, Origin, Outcome, Output, Problem, VERSION};
 
 /// A bounds-checked reader over a byte slice.
 #[derive(Clone)]
@@ -15,89 +20,96 @@ impl<'a> Cursor<'a> {
         Cursor { buf, pos: 0 }
     }
 
-    fn err(&self, what: impl Into<String>) -> DecodeError {
-        DecodeError {
+    fn fail<T>(&self, problem: Problem) -> Result<T, DecodeError> {
+        Err(DecodeError {
             offset: self.pos,
-            what: what.into(),
-        }
-    }
-
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|end| *end <= self.buf.len())
-            .ok_or_else(|| self.err(format!("truncated {what}")))?;
-        let bytes = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(bytes)
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], DecodeError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N, what)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self, what: &str) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>(what)?[0])
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-
-    fn i32(&mut self, what: &str) -> Result<i32, DecodeError> {
-        Ok(i32::from_le_bytes(self.array(what)?))
-    }
-
-    fn i64(&mut self, what: &str) -> Result<i64, DecodeError> {
-        Ok(i64::from_le_bytes(self.array(what)?))
-    }
-
-    fn opt_bytes(&mut self, what: &str) -> Result<Option<&'a [u8]>, DecodeError> {
-        match self.u32(what)? {
-            ABSENT => Ok(None),
-            len => self.take(len as usize, what).map(Some),
-        }
-    }
-
-    fn bytes(&mut self, what: &str) -> Result<&'a [u8], DecodeError> {
-        let at = self.pos;
-        self.opt_bytes(what)?.ok_or_else(|| DecodeError {
-            offset: at,
-            what: format!("{what} is absent but required"),
+            problem,
         })
     }
 
-    fn opt_str(&mut self, what: &str) -> Result<Option<&'a str>, DecodeError> {
+    #[inline]
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        match self.buf.get(self.pos..self.pos.saturating_add(n)) {
+            Some(bytes) => {
+                self.pos += n;
+                Ok(bytes)
+            }
+            _ => self.fail(Problem::Truncated(field)),
+        }
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+        let bytes = self.take(N, field)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    #[inline]
+    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    #[inline]
+    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array(field)?))
+    }
+
+    #[inline]
+    fn i32(&mut self, field: &'static str) -> Result<i32, DecodeError> {
+        Ok(i32::from_le_bytes(self.array(field)?))
+    }
+
+    #[inline]
+    fn i64(&mut self, field: &'static str) -> Result<i64, DecodeError> {
+        Ok(i64::from_le_bytes(self.array(field)?))
+    }
+
+    #[inline]
+    fn opt_bytes(&mut self, field: &'static str) -> Result<Option<&'a [u8]>, DecodeError> {
+        match self.u32(field)? {
+            ABSENT => Ok(None),
+            len => self.take(len as usize, field).map(Some),
+        }
+    }
+
+    #[inline]
+    fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        match self.opt_bytes(field)? {
+            Some(bytes) => Ok(bytes),
+            None => self.fail(Problem::Absent(field)),
+        }
+    }
+
+    fn opt_str(&mut self, field: &'static str) -> Result<Option<&'a str>, DecodeError> {
         let at = self.pos;
-        match self.opt_bytes(what)? {
+        match self.opt_bytes(field)? {
             None => Ok(None),
             Some(b) => std::str::from_utf8(b).map(Some).map_err(|_| DecodeError {
                 offset: at,
-                what: format!("{what} is not UTF-8"),
+                problem: Problem::NotUtf8(field),
             }),
         }
     }
 
-    fn str(&mut self, what: &str) -> Result<&'a str, DecodeError> {
-        let at = self.pos;
-        self.opt_str(what)?.ok_or_else(|| DecodeError {
-            offset: at,
-            what: format!("{what} is absent but required"),
-        })
+    fn str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+        match self.opt_str(field)? {
+            Some(s) => Ok(s),
+            None => self.fail(Problem::Absent(field)),
+        }
     }
 
-    fn opt_i64(&mut self, what: &str) -> Result<Option<i64>, DecodeError> {
-        let present = self.u8(what)?;
-        let value = self.i64(what)?;
+    #[inline]
+    fn opt_i64(&mut self, field: &'static str) -> Result<Option<i64>, DecodeError> {
+        let present = self.u8(field)?;
+        let value = self.i64(field)?;
         Ok((present != 0).then_some(value))
     }
 
-    fn opt_i32(&mut self, what: &str) -> Result<Option<i32>, DecodeError> {
-        let present = self.u8(what)?;
-        let value = self.i32(what)?;
+    fn opt_i32(&mut self, field: &'static str) -> Result<Option<i32>, DecodeError> {
+        let present = self.u8(field)?;
+        let value = self.i32(field)?;
         Ok((present != 0).then_some(value))
     }
 
@@ -106,14 +118,21 @@ impl<'a> Cursor<'a> {
             VERSION => Ok(()),
             other => Err(DecodeError {
                 offset: 0,
-                what: format!("unsupported wire format version {other} (expected {VERSION})"),
+                problem: Problem::Version(other),
             }),
         }
     }
+
+    /// A header block: its count and size, then the block itself, undecoded.
+    fn headers(&mut self) -> Result<Headers<'a>, DecodeError> {
+        let count = self.u32("header count")?;
+        let size = self.u32("header block size")?;
+        let data = self.take(size as usize, "header block")?;
+        Ok(Headers { data, count })
+    }
 }
 
-/// The headers of a message: validated once when the message is decoded, then iterated
-/// without allocating.
+/// The headers of a message, decoded only as they are read.
 #[derive(Clone, Copy)]
 pub struct Headers<'a> {
     data: &'a [u8],
@@ -131,7 +150,8 @@ impl<'a> Headers<'a> {
         self.count == 0
     }
 
-    /// The headers in order, as (name, value) pairs.
+    /// The headers in order, as (name, value) pairs. The host always writes well-formed
+    /// blocks; iteration stops at the first malformed entry of one that is not.
     pub fn iter(&self) -> HeaderIter<'a> {
         HeaderIter {
             cursor: Cursor::new(self.data),
@@ -147,6 +167,19 @@ impl<'a> Headers<'a> {
     /// Every value of headers with this name, in order.
     pub fn get_all<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
         self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Decodes every entry, failing on the first malformed one: for blocks from an
+    /// untrusted writer.
+    fn to_owned_checked(self) -> Result<Vec<(String, Vec<u8>)>, DecodeError> {
+        let mut c = Cursor::new(self.data);
+        let mut out = Vec::with_capacity((self.count as usize).min(self.data.len() / 8));
+        for _ in 0..self.count {
+            let name = c.str("header name")?;
+            let value = c.bytes("header value")?;
+            out.push((name.to_owned(), value.to_vec()));
+        }
+        Ok(out)
     }
 }
 
@@ -184,36 +217,28 @@ impl<'a> Iterator for HeaderIter<'a> {
             return None;
         }
         self.left -= 1;
-        // The block was validated by `read_headers`, so these cannot fail; stop if they do.
-        let name = self.cursor.str("header name").ok()?;
-        let value = self.cursor.bytes("header value").ok()?;
-        Some((name, value))
+        let entry = (|| {
+            Ok::<_, DecodeError>((
+                self.cursor.str("header name")?,
+                self.cursor.bytes("header value")?,
+            ))
+        })();
+        if entry.is_err() {
+            self.left = 0;
+        }
+        entry.ok()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left as usize, Some(self.left as usize))
+        (0, Some(self.left as usize))
     }
-}
-
-/// Reads and validates a header block, returning a view of it.
-fn read_headers<'a>(c: &mut Cursor<'a>) -> Result<Headers<'a>, DecodeError> {
-    let count = c.u32("header count")?;
-    let start = c.pos;
-    for _ in 0..count {
-        c.str("header name")?;
-        c.bytes("header value")?;
-    }
-    Ok(Headers {
-        data: &c.buf[start..c.pos],
-        count,
-    })
 }
 
 /// One message of a batch, borrowed from the batch buffer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct MessageView<'a> {
-    /// Where the message came from.
-    pub origin: Origin<'a>,
+    /// The origin's kind and encoded fields, decoded on demand by [`MessageView::origin`].
+    origin: (u8, &'a [u8]),
     /// Record key.
     pub key: Option<&'a [u8]>,
     /// Timestamp in milliseconds since the Unix epoch.
@@ -224,9 +249,30 @@ pub struct MessageView<'a> {
     pub payload: &'a [u8],
 }
 
-fn read_origin<'a>(c: &mut Cursor<'a>) -> Result<Origin<'a>, DecodeError> {
-    let at = c.pos;
-    Ok(match c.u8("origin kind")? {
+impl<'a> MessageView<'a> {
+    /// Where the message came from. Decoded on each call (most plugins never ask); the
+    /// host always writes a well-formed origin, and a malformed one reads as
+    /// [`Origin::None`].
+    pub fn origin(&self) -> Origin<'a> {
+        let (kind, fields) = self.origin;
+        read_origin(kind, &mut Cursor::new(fields)).unwrap_or(Origin::None)
+    }
+}
+
+impl std::fmt::Debug for MessageView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageView")
+            .field("origin", &self.origin())
+            .field("key", &self.key)
+            .field("timestamp", &self.timestamp)
+            .field("headers", &self.headers)
+            .field("payload", &self.payload)
+            .finish()
+    }
+}
+
+fn read_origin<'a>(kind: u8, c: &mut Cursor<'a>) -> Result<Origin<'a>, DecodeError> {
+    Ok(match kind {
         0 => Origin::None,
         1 => Origin::Kafka {
             topic: c.str("kafka topic")?,
@@ -239,35 +285,47 @@ fn read_origin<'a>(c: &mut Cursor<'a>) -> Result<Origin<'a>, DecodeError> {
             topic: c.opt_bytes("zmq topic frame")?,
             peer: c.opt_bytes("zmq peer identity")?,
         },
-        other => {
-            return Err(DecodeError {
-                offset: at,
-                what: format!("unknown origin kind {other}"),
-            });
-        }
+        other => return c.fail(Problem::UnknownOrigin(other)),
     })
 }
 
-fn read_message<'a>(body: &'a [u8], base: usize) -> Result<MessageView<'a>, DecodeError> {
-    let mut c = Cursor::new(body);
-    let parsed = (|| {
-        let origin = read_origin(&mut c)?;
-        let key = c.opt_bytes("key")?;
-        let timestamp = c.opt_i64("timestamp")?;
-        let headers = read_headers(&mut c)?;
-        let payload = c.bytes("payload")?;
-        // Trailing bytes are fields of a later minor version: ignored by design.
-        Ok(MessageView {
-            origin,
-            key,
-            timestamp,
-            headers,
-            payload,
-        })
-    })();
-    parsed.map_err(|e: DecodeError| DecodeError {
-        offset: base + e.offset,
-        what: e.what,
+/// Decodes one message body: its fixed part, then four spans sliced in place. Bytes after
+/// the payload are fields of a later minor version and are ignored by design.
+#[inline]
+fn read_message(body: &[u8]) -> Result<MessageView<'_>, DecodeError> {
+    let Some((fixed, rest)) = body.split_first_chunk::<FIXED>() else {
+        return Err(DecodeError {
+            offset: 0,
+            problem: Problem::Truncated("message fixed part"),
+        });
+    };
+    let u32_at =
+        |i: usize| u32::from_le_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
+    let kind = fixed[0];
+    let flags = fixed[1];
+    if kind > 2 {
+        return Err(DecodeError {
+            offset: 0,
+            problem: Problem::UnknownOrigin(kind),
+        });
+    }
+    let mut c = Cursor::new(rest);
+    let origin = c.take(u32_at(4) as usize, "origin")?;
+    let key = c.take(u32_at(8) as usize, "key")?;
+    let header_count = u32_at(12);
+    let header_block = c.take(u32_at(16) as usize, "header block")?;
+    let payload = c.take(u32_at(20) as usize, "payload")?;
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&fixed[24..32]);
+    Ok(MessageView {
+        origin: (kind, origin),
+        key: (flags & 1 != 0).then_some(key),
+        timestamp: (flags & 2 != 0).then_some(i64::from_le_bytes(ts)),
+        headers: Headers {
+            data: header_block,
+            count: header_count,
+        },
+        payload,
     })
 }
 
@@ -309,6 +367,17 @@ impl<'a> BatchReader<'a> {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
+
+    fn next_message(&mut self) -> Result<MessageView<'a>, DecodeError> {
+        let size = self.cursor.u32("message size")? as usize;
+        let base = self.cursor.pos;
+        let body = self.cursor.take(size, "message body")?;
+        read_message(body).map_err(|e| DecodeError {
+            // Offsets inside the body count from after its fixed part.
+            offset: base + FIXED + e.offset,
+            problem: e.problem,
+        })
+    }
 }
 
 impl<'a> Iterator for BatchReader<'a> {
@@ -319,12 +388,7 @@ impl<'a> Iterator for BatchReader<'a> {
             return None;
         }
         self.left -= 1;
-        let item = (|| {
-            let size = self.cursor.u32("message size")? as usize;
-            let base = self.cursor.pos;
-            let body = self.cursor.take(size, "message body")?;
-            read_message(body, base)
-        })();
+        let item = self.next_message();
         if item.is_err() {
             // A malformed message makes the rest of the batch unreadable.
             self.left = 0;
@@ -341,10 +405,7 @@ fn read_output(c: &mut Cursor<'_>) -> Result<Output, DecodeError> {
     let destination = c.opt_str("destination")?.map(str::to_owned);
     let key = c.opt_bytes("key")?.map(<[u8]>::to_vec);
     let payload = c.opt_bytes("payload")?.unwrap_or_default().to_vec();
-    let headers = read_headers(c)?
-        .iter()
-        .map(|(n, v)| (n.to_owned(), v.to_vec()))
-        .collect();
+    let headers = c.headers()?.to_owned_checked()?;
     let partition = c.opt_i32("partition")?;
     let timestamp = c.opt_i64("timestamp")?;
     Ok(Output {
@@ -357,19 +418,23 @@ fn read_output(c: &mut Cursor<'_>) -> Result<Output, DecodeError> {
     })
 }
 
-/// Decodes a plugin's result, which must hold exactly `expected` outcomes.
+/// Decodes a plugin's result, which must hold exactly `expected` outcomes. Every field is
+/// checked: the result comes from untrusted code.
 pub fn decode_result(result: &[u8], expected: usize) -> Result<Vec<Outcome>, DecodeError> {
     let mut c = Cursor::new(result);
     c.version()?;
     let at = c.pos;
-    let count = c.u32("outcome count")? as usize;
-    if count != expected {
+    let count = c.u32("outcome count")?;
+    if count as usize != expected {
         return Err(DecodeError {
             offset: at,
-            what: format!("{count} outcomes for a batch of {expected}"),
+            problem: Problem::Count {
+                found: count,
+                expected,
+            },
         });
     }
-    let mut outcomes = Vec::with_capacity(count);
+    let mut outcomes = Vec::with_capacity(expected);
     for _ in 0..count {
         let at = c.pos;
         outcomes.push(match c.u8("outcome tag")? {
@@ -378,8 +443,8 @@ pub fn decode_result(result: &[u8], expected: usize) -> Result<Vec<Outcome>, Dec
             2 => Outcome::Reject(c.str("reject reason")?.to_owned()),
             3 => {
                 let n = c.u32("emit count")? as usize;
-                // Each output takes at least 30 bytes: never trust `n` for an allocation.
-                let mut outputs = Vec::with_capacity(n.min(c.buf.len() / 30 + 1));
+                // Each output takes at least 34 bytes: never trust `n` for an allocation.
+                let mut outputs = Vec::with_capacity(n.min(c.buf.len() / 34 + 1));
                 for _ in 0..n {
                     outputs.push(read_output(&mut c)?);
                 }
@@ -388,16 +453,13 @@ pub fn decode_result(result: &[u8], expected: usize) -> Result<Vec<Outcome>, Dec
             other => {
                 return Err(DecodeError {
                     offset: at,
-                    what: format!("unknown outcome tag {other}"),
+                    problem: Problem::UnknownOutcome(other),
                 });
             }
         });
     }
     if c.pos != result.len() {
-        return Err(c.err(format!(
-            "{} unexpected trailing bytes",
-            result.len() - c.pos
-        )));
+        return c.fail(Problem::Trailing(result.len() - c.pos));
     }
     Ok(outcomes)
 }

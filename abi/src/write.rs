@@ -33,27 +33,31 @@ fn put_opt_i32(buf: &mut Vec<u8>, v: Option<i32>) {
 fn put_headers<'h>(buf: &mut Vec<u8>, headers: impl IntoIterator<Item = (&'h str, &'h [u8])>) {
     let count_at = buf.len();
     put_u32(buf, 0);
+    put_u32(buf, 0);
     let mut count = 0u32;
     for (name, value) in headers {
         put_bytes(buf, name.as_bytes());
         put_bytes(buf, value);
         count += 1;
     }
+    let size = u32::try_from(buf.len() - count_at - 8).unwrap_or(u32::MAX);
     buf[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    buf[count_at + 4..count_at + 8].copy_from_slice(&size.to_le_bytes());
 }
 
-fn put_origin(buf: &mut Vec<u8>, origin: &Origin<'_>) {
+/// Writes an origin's fields and returns its kind.
+fn put_origin(buf: &mut Vec<u8>, origin: &Origin<'_>) -> u8 {
     match *origin {
-        Origin::None => buf.push(0),
+        Origin::None => 0,
         Origin::Kafka {
             topic,
             partition,
             offset,
         } => {
-            buf.push(1);
             put_bytes(buf, topic.as_bytes());
             buf.extend_from_slice(&partition.to_le_bytes());
             buf.extend_from_slice(&offset.to_le_bytes());
+            1
         }
         Origin::Zmq {
             endpoint,
@@ -61,13 +65,20 @@ fn put_origin(buf: &mut Vec<u8>, origin: &Origin<'_>) {
             topic,
             peer,
         } => {
-            buf.push(2);
             put_bytes(buf, endpoint.as_bytes());
             put_bytes(buf, socket_type.as_bytes());
             put_opt_bytes(buf, topic);
             put_opt_bytes(buf, peer);
+            2
         }
     }
+}
+
+/// Size of a message's fixed part, after its `size` field.
+pub(crate) const FIXED: usize = 32;
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Builds a batch in a buffer that is reused from one batch to the next.
@@ -102,15 +113,34 @@ impl BatchWriter {
         payload: &[u8],
     ) {
         let buf = &mut self.buf;
-        let size_at = buf.len();
-        put_u32(buf, 0);
-        put_origin(buf, origin);
-        put_opt_bytes(buf, key);
-        put_opt_i64(buf, timestamp);
-        put_headers(buf, headers);
-        put_bytes(buf, payload);
-        let size = u32::try_from(buf.len() - size_at - 4).unwrap_or(u32::MAX);
-        buf[size_at..size_at + 4].copy_from_slice(&size.to_le_bytes());
+        let start = buf.len();
+        buf.resize(start + 4 + FIXED, 0);
+        let origin_start = buf.len();
+        let kind = put_origin(buf, origin);
+        let origin_size = buf.len() - origin_start;
+        buf.extend_from_slice(key.unwrap_or_default());
+        let headers_start = buf.len();
+        let mut header_count = 0u32;
+        for (name, value) in headers {
+            put_bytes(buf, name.as_bytes());
+            put_bytes(buf, value);
+            header_count += 1;
+        }
+        let header_size = buf.len() - headers_start;
+        buf.extend_from_slice(payload);
+        let size = buf.len() - start - 4;
+
+        let flags = u8::from(key.is_some()) | (u8::from(timestamp.is_some()) << 1);
+        let head = &mut buf[start..start + 4 + FIXED];
+        head[0..4].copy_from_slice(&len32(size).to_le_bytes());
+        head[4] = kind;
+        head[5] = flags;
+        head[8..12].copy_from_slice(&len32(origin_size).to_le_bytes());
+        head[12..16].copy_from_slice(&len32(key.map_or(0, <[u8]>::len)).to_le_bytes());
+        head[16..20].copy_from_slice(&header_count.to_le_bytes());
+        head[20..24].copy_from_slice(&len32(header_size).to_le_bytes());
+        head[24..28].copy_from_slice(&len32(payload.len()).to_le_bytes());
+        head[28..36].copy_from_slice(&timestamp.unwrap_or(0).to_le_bytes());
         self.count += 1;
         buf[4..8].copy_from_slice(&self.count.to_le_bytes());
     }

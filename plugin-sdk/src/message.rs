@@ -20,7 +20,7 @@ impl<'a> Message<'a> {
 
     /// Where the message came from (Kafka topic/partition/offset or ZeroMQ endpoint).
     pub fn origin(&self) -> Origin<'a> {
-        self.view.origin
+        self.view.origin()
     }
 
     /// The record key.

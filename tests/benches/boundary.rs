@@ -98,7 +98,6 @@ fn benches(c: &mut Criterion) {
     c.bench_function("call-nop", |b| {
         b.iter_custom(timed("call-nop".into(), || {
             nop.call(&mut store, ()).expect("call");
-            nop.post_return(&mut store).expect("post-return");
         }));
     });
 
