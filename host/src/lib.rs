@@ -2,4 +2,5 @@
 //! plugins. This crate is the host: the plugin runtime and the `switchyard` command.
 
 pub mod cli;
+pub mod config;
 pub mod plugin;

@@ -2,6 +2,7 @@
 
 mod plugin_new;
 mod plugin_test;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Checks a configuration file as a run would: syntax, names, sockets, loops, and every
+    /// plugin loaded and initialised. Prints each problem as FILE:LINE:COLUMN: message.
+    Validate {
+        /// The configuration file.
+        file: PathBuf,
+    },
     /// Work with plugins: run one against sample messages, or start a new one.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -87,6 +94,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Validate { file } => validate::run(&file),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(args),
         Command::Plugin(PluginCommand::New(args)) => {
             plugin_new::run(args).map(|()| ExitCode::SUCCESS)

@@ -1,0 +1,33 @@
+//! `switchyard validate FILE`: every problem of a configuration file, with its place.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config;
+use crate::plugin::{PluginRuntime, RuntimeOptions};
+
+pub(super) fn run(file: &Path) -> anyhow::Result<ExitCode> {
+    let (parsed, text) = match config::load(file) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let runtime = PluginRuntime::new(RuntimeOptions::default())?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let problems = config::validate(&parsed, base, Some(&runtime));
+    if !problems.is_empty() {
+        eprintln!("{}", config::error(file, &text, problems));
+        return Ok(ExitCode::FAILURE);
+    }
+    let plugins: usize = parsed.routes.iter().map(|r| r.get_ref().plugins.len()).sum();
+    println!(
+        "{}: valid ({} inputs, {} outputs, {} routes, {plugins} plugins)",
+        file.display(),
+        parsed.inputs.len(),
+        parsed.outputs.len(),
+        parsed.routes.len(),
+    );
+    Ok(ExitCode::SUCCESS)
+}

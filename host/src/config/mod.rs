@@ -1,0 +1,374 @@
+//! The configuration file: serde types whose doc comments are the user documentation,
+//! `${VAR}` interpolation, and validation that reports every problem with its place.
+//!
+//! ```toml
+//! [kafka.main]
+//! bootstrap = "embedded"
+//!
+//! [inputs.orders]
+//! kafka = { cluster = "main", topics = ["orders"], group = "switchyard" }
+//!
+//! [outputs.valid]
+//! kafka = { cluster = "main", topic = "orders.valid" }
+//!
+//! [[routes]]
+//! name = "orders"
+//! from = ["orders"]
+//! plugins = [{ path = "plugins/json_filter.wasm", config = { field = "amount", op = "gte", value = "100" } }]
+//! to = ["valid"]
+//! ```
+
+mod interpolate;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use interpolate::interpolate;
+pub use validate::validate;
+
+/// A problem found in a configuration file, with the byte offset it refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// Byte offset in the (interpolated) file text, when the problem has a place.
+    pub offset: Option<usize>,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl Located {
+    /// A problem at `offset`.
+    pub fn at(offset: usize, message: impl Into<String>) -> Self {
+        Located {
+            offset: Some(offset),
+            message: message.into(),
+        }
+    }
+
+    /// A problem at the start of a spanned value.
+    pub fn on<T>(value: &Spanned<T>, message: impl Into<String>) -> Self {
+        Located::at(value.span().start, message)
+    }
+
+    /// A problem of the file as a whole.
+    pub fn whole(message: impl Into<String>) -> Self {
+        Located {
+            offset: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Every problem of a configuration file, printed as `FILE:LINE:COLUMN: message` lines.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    path: PathBuf,
+    text: String,
+    problems: Vec<Located>,
+}
+
+impl ConfigError {
+    /// The problems, in file order.
+    pub fn problems(&self) -> &[Located] {
+        &self.problems
+    }
+
+    /// `(line, column)`, both from 1, of a byte offset.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    fn render(&self) -> String {
+        let file = self.path.display();
+        self.problems
+            .iter()
+            .map(|p| match p.offset {
+                Some(offset) => {
+                    let (line, column) = self.line_col(offset);
+                    format!("{file}:{line}:{column}: {}", p.message)
+                }
+                None => format!("{file}: {}", p.message),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The admin HTTP endpoint.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Kafka clusters by name.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, Spanned<KafkaCluster>>,
+    /// Where messages come from, by name.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Spanned<InputConfig>>,
+    /// Where messages go, by name.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, Spanned<OutputConfig>>,
+    /// Routing rules, in order.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+/// `[admin]`: the HTTP endpoint for metrics, health and reload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to listen on; loopback only by default.
+    #[serde(default = "AdminConfig::default_listen")]
+    pub listen: Spanned<String>,
+}
+
+impl AdminConfig {
+    fn default_listen() -> Spanned<String> {
+        Spanned::new(0..0, "127.0.0.1:9464".to_owned())
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Self::default_listen(),
+        }
+    }
+}
+
+/// `[kafka.NAME]`: a Kafka cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaCluster {
+    /// `"host1:9092,host2:9092"`, or `"embedded"` for an in-process development cluster.
+    pub bootstrap: Spanned<String>,
+    /// librdkafka settings passed through as they are (TLS, SASL, compression, ...).
+    #[serde(default)]
+    pub options: BTreeMap<String, Spanned<String>>,
+    /// Topics to create in the embedded cluster, with their partition counts.
+    #[serde(default)]
+    pub topics: BTreeMap<String, u32>,
+}
+
+/// `[inputs.NAME]`: exactly one of `kafka` or `zmq`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Consume Kafka topics in a consumer group.
+    pub kafka: Option<Spanned<KafkaInput>>,
+    /// Receive from a ZeroMQ socket.
+    pub zmq: Option<Spanned<ZmqEndpoint>>,
+}
+
+/// A Kafka input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaInput {
+    /// Name of a `[kafka.NAME]` cluster.
+    pub cluster: Spanned<String>,
+    /// Topics to consume.
+    pub topics: Spanned<Vec<String>>,
+    /// Consumer group; instances with the same group share the partitions.
+    pub group: Spanned<String>,
+}
+
+/// `[outputs.NAME]`: exactly one of `kafka` or `zmq`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Produce to a Kafka topic.
+    pub kafka: Option<Spanned<KafkaOutput>>,
+    /// Send from a ZeroMQ socket.
+    pub zmq: Option<Spanned<ZmqEndpoint>>,
+}
+
+/// A Kafka output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaOutput {
+    /// Name of a `[kafka.NAME]` cluster.
+    pub cluster: Spanned<String>,
+    /// Topic to produce to.
+    pub topic: Spanned<String>,
+}
+
+/// ZeroMQ socket types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZmqSocketType {
+    /// Subscriber (input).
+    Sub,
+    /// Pull (input).
+    Pull,
+    /// Router (input).
+    Router,
+    /// Publisher (output).
+    Pub,
+    /// Push (output).
+    Push,
+    /// Dealer (output).
+    Dealer,
+}
+
+impl ZmqSocketType {
+    /// Whether the socket type receives (an input) rather than sends.
+    pub fn is_input(self) -> bool {
+        matches!(
+            self,
+            ZmqSocketType::Sub | ZmqSocketType::Pull | ZmqSocketType::Router
+        )
+    }
+
+    /// The type's name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ZmqSocketType::Sub => "sub",
+            ZmqSocketType::Pull => "pull",
+            ZmqSocketType::Router => "router",
+            ZmqSocketType::Pub => "pub",
+            ZmqSocketType::Push => "push",
+            ZmqSocketType::Dealer => "dealer",
+        }
+    }
+}
+
+/// A ZeroMQ socket, for an input or an output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZmqEndpoint {
+    /// `sub`, `pull` or `router` for inputs; `pub`, `push` or `dealer` for outputs.
+    pub socket: Spanned<ZmqSocketType>,
+    /// Endpoints to bind, such as `tcp://127.0.0.1:5557`.
+    #[serde(default)]
+    pub bind: Vec<Spanned<String>>,
+    /// Endpoints to connect to.
+    #[serde(default)]
+    pub connect: Vec<Spanned<String>>,
+    /// SUB only: topic prefixes to subscribe to; empty subscribes to everything.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// High-water mark (messages queued per peer).
+    pub hwm: Option<i32>,
+    /// How long closing waits for unsent messages, in milliseconds.
+    pub linger_ms: Option<i32>,
+    /// Carry key and headers in extra frames so Kafka metadata survives a ZeroMQ hop.
+    #[serde(default)]
+    pub envelope: bool,
+}
+
+/// `[[routes]]`: which inputs, which plugins, which outputs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in metrics, logs and dead-letter headers.
+    pub name: Spanned<String>,
+    /// Inputs whose messages this route takes.
+    pub from: Vec<Spanned<String>>,
+    /// Declarative predicates; a message must match all of them.
+    #[serde(default)]
+    pub when: When,
+    /// The plugin chain; each plugin's outputs feed the next.
+    #[serde(default)]
+    pub plugins: Vec<Spanned<PluginRef>>,
+    /// Outputs that `pass` (and emits without a destination) go to.
+    #[serde(default)]
+    pub to: Vec<Spanned<String>>,
+    /// Names plugins may emit to, each mapped to an output.
+    #[serde(default)]
+    pub destinations: BTreeMap<String, Spanned<String>>,
+    /// Output for rejected messages and plugin failures.
+    pub dead_letter: Option<Spanned<String>>,
+}
+
+/// `when`: declarative predicates, all of which must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// The Kafka topic (or ZeroMQ topic frame) equals this.
+    pub topic: Option<String>,
+    /// The key starts with this.
+    pub key_prefix: Option<String>,
+    /// Each named header has this value.
+    #[serde(default)]
+    pub header: BTreeMap<String, String>,
+}
+
+/// A plugin in a route's chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRef {
+    /// The component file, relative to the configuration file.
+    pub path: Spanned<String>,
+    /// Settings passed to the plugin's `init`, in file order.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Deadline of one call in milliseconds (default 500).
+    pub timeout_ms: Option<u64>,
+    /// Memory cap in MiB (default 64).
+    pub memory_mb: Option<usize>,
+}
+
+impl PluginRef {
+    /// The plugin's settings as strings, in file order: strings as they are, numbers and
+    /// booleans as written.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect()
+    }
+}
+
+/// Reads, interpolates and parses a configuration file. Semantic checks are
+/// [`validate`]'s.
+pub fn load(path: &Path) -> Result<(ConfigFile, String), ConfigError> {
+    let fail = |text: String, problems| ConfigError {
+        path: path.to_owned(),
+        text,
+        problems,
+    };
+    let raw = std::fs::read_to_string(path).map_err(|e| {
+        fail(
+            String::new(),
+            vec![Located::whole(format!("cannot read: {e}"))],
+        )
+    })?;
+    let text = interpolate(&raw, |name| std::env::var(name).ok())
+        .map_err(|problems| fail(raw.clone(), problems))?;
+    match toml::from_str::<ConfigFile>(&text) {
+        Ok(config) => Ok((config, text)),
+        Err(e) => {
+            let message = e.message().to_owned();
+            let problem = match e.span() {
+                Some(span) => Located::at(span.start, message),
+                None => Located::whole(message),
+            };
+            Err(fail(text, vec![problem]))
+        }
+    }
+}
+
+/// Builds the error for problems found in a loaded file.
+pub fn error(path: &Path, text: &str, mut problems: Vec<Located>) -> ConfigError {
+    problems.sort_by_key(|p| p.offset);
+    ConfigError {
+        path: path.to_owned(),
+        text: text.to_owned(),
+        problems,
+    }
+}

@@ -1,0 +1,290 @@
+//! Semantic checks of a parsed configuration: every name resolves, every socket has a
+//! direction and an endpoint, no route can feed its own input, every plugin loads and
+//! accepts its settings. All problems are collected, not just the first.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{ConfigFile, Located, PluginRef, ZmqEndpoint};
+use crate::plugin::{PluginInstance, PluginLimits, PluginRuntime};
+
+/// Checks everything a run would, short of connecting. Plugins are loaded and initialised
+/// when `runtime` is given; paths are resolved against `base_dir` (the file's directory).
+pub fn validate(
+    config: &ConfigFile,
+    base_dir: &Path,
+    runtime: Option<&PluginRuntime>,
+) -> Vec<Located> {
+    let mut problems = Vec::new();
+    let mut p = |at: Located| problems.push(at);
+
+    for (name, cluster) in &config.kafka {
+        if cluster.get_ref().bootstrap.get_ref().trim().is_empty() {
+            p(Located::on(
+                &cluster.get_ref().bootstrap,
+                format!("kafka cluster `{name}`: `bootstrap` is empty"),
+            ));
+        }
+    }
+    let cluster_exists = |c: &Spanned<String>, what: &str, p: &mut dyn FnMut(Located)| {
+        if !config.kafka.contains_key(c.get_ref()) {
+            p(Located::on(
+                c,
+                format!(
+                    "{what}: no kafka cluster named `{}` (declare `[kafka.{}]`)",
+                    c.get_ref(),
+                    c.get_ref()
+                ),
+            ));
+        }
+    };
+
+    for (name, input) in &config.inputs {
+        let what = format!("input `{name}`");
+        match (&input.get_ref().kafka, &input.get_ref().zmq) {
+            (Some(k), None) => {
+                let k = k.get_ref();
+                cluster_exists(&k.cluster, &what, &mut p);
+                if k.topics.get_ref().is_empty() {
+                    p(Located::on(&k.topics, format!("{what}: `topics` is empty")));
+                }
+                if k.group.get_ref().trim().is_empty() {
+                    p(Located::on(&k.group, format!("{what}: `group` is empty")));
+                }
+            }
+            (None, Some(z)) => check_zmq(&what, z, true, &mut p),
+            _ => p(Located::on(
+                input,
+                format!("{what}: set exactly one of `kafka` or `zmq`"),
+            )),
+        }
+    }
+    for (name, output) in &config.outputs {
+        let what = format!("output `{name}`");
+        match (&output.get_ref().kafka, &output.get_ref().zmq) {
+            (Some(k), None) => {
+                let k = k.get_ref();
+                cluster_exists(&k.cluster, &what, &mut p);
+                if k.topic.get_ref().trim().is_empty() {
+                    p(Located::on(&k.topic, format!("{what}: `topic` is empty")));
+                }
+            }
+            (None, Some(z)) => check_zmq(&what, z, false, &mut p),
+            _ => p(Located::on(
+                output,
+                format!("{what}: set exactly one of `kafka` or `zmq`"),
+            )),
+        }
+    }
+
+    let mut names = BTreeSet::new();
+    for route in &config.routes {
+        let r = route.get_ref();
+        let rname = r.name.get_ref();
+        let what = format!("route `{rname}`");
+        if !names.insert(rname.clone()) {
+            p(Located::on(
+                &r.name,
+                format!("{what}: another route has the same name"),
+            ));
+        }
+        if r.from.is_empty() {
+            p(Located::on(route, format!("{what}: `from` names no input")));
+        }
+        for input in &r.from {
+            if !config.inputs.contains_key(input.get_ref()) {
+                p(Located::on(
+                    input,
+                    format!("{what}: no input named `{}`", input.get_ref()),
+                ));
+            }
+        }
+        if r.to.is_empty() && r.destinations.is_empty() {
+            p(Located::on(
+                route,
+                format!("{what}: messages go nowhere: set `to` or `destinations`"),
+            ));
+        }
+        let targets =
+            r.to.iter()
+                .map(|o| ("`to`".to_owned(), o))
+                .chain(
+                    r.destinations
+                        .iter()
+                        .map(|(d, o)| (format!("destination `{d}`"), o)),
+                )
+                .chain(
+                    r.dead_letter
+                        .iter()
+                        .map(|o| ("`dead_letter`".to_owned(), o)),
+                );
+        for (role, output) in targets {
+            let Some(out) = config.outputs.get(output.get_ref()) else {
+                p(Located::on(
+                    output,
+                    format!("{what}: {role} names no output `{}`", output.get_ref()),
+                ));
+                continue;
+            };
+            for input in &r.from {
+                if let Some(inp) = config.inputs.get(input.get_ref())
+                    && let Some(why) = feeds_back(out.get_ref(), inp.get_ref())
+                {
+                    p(Located::on(
+                        output,
+                        format!(
+                            "{what}: {role} `{}` {why} that input `{}` reads: messages would loop",
+                            output.get_ref(),
+                            input.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+        for plugin in &r.plugins {
+            check_plugin(&what, plugin, base_dir, runtime, &mut p);
+        }
+    }
+    problems
+}
+
+/// Why an output feeds an input, if it does: the same Kafka topic on the same cluster, or
+/// the same ZeroMQ endpoint.
+fn feeds_back(output: &super::OutputConfig, input: &super::InputConfig) -> Option<String> {
+    if let (Some(o), Some(i)) = (&output.kafka, &input.kafka) {
+        let (o, i) = (o.get_ref(), i.get_ref());
+        if o.cluster.get_ref() == i.cluster.get_ref()
+            && i.topics.get_ref().contains(o.topic.get_ref())
+        {
+            return Some(format!("writes to topic `{}`", o.topic.get_ref()));
+        }
+    }
+    if let (Some(o), Some(i)) = (&output.zmq, &input.zmq) {
+        let endpoints = |z: &ZmqEndpoint| -> BTreeSet<String> {
+            z.bind
+                .iter()
+                .chain(&z.connect)
+                .map(|e| e.get_ref().clone())
+                .collect()
+        };
+        if let Some(shared) = endpoints(o.get_ref())
+            .intersection(&endpoints(i.get_ref()))
+            .next()
+        {
+            return Some(format!("uses endpoint `{shared}`"));
+        }
+    }
+    None
+}
+
+fn check_zmq(what: &str, z: &Spanned<ZmqEndpoint>, input: bool, p: &mut dyn FnMut(Located)) {
+    let e = z.get_ref();
+    let socket = *e.socket.get_ref();
+    if socket.is_input() != input {
+        let allowed = if input {
+            "sub, pull or router"
+        } else {
+            "pub, push or dealer"
+        };
+        p(Located::on(
+            &e.socket,
+            format!(
+                "{what}: a `{}` socket cannot be an {}; use {allowed}",
+                socket.as_str(),
+                if input { "input" } else { "output" }
+            ),
+        ));
+    }
+    if e.bind.is_empty() && e.connect.is_empty() {
+        p(Located::on(
+            z,
+            format!("{what}: set `bind` or `connect` (or both)"),
+        ));
+    }
+    for endpoint in e.bind.iter().chain(&e.connect) {
+        let ok = ["tcp://", "ipc://", "inproc://"].iter().any(|scheme| {
+            endpoint
+                .get_ref()
+                .strip_prefix(scheme)
+                .is_some_and(|rest| !rest.is_empty())
+        });
+        if !ok {
+            p(Located::on(
+                endpoint,
+                format!(
+                    "{what}: `{}` is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH or inproc://NAME)",
+                    endpoint.get_ref()
+                ),
+            ));
+        }
+    }
+    if !e.subscribe.is_empty() && socket != super::ZmqSocketType::Sub {
+        p(Located::on(
+            z,
+            format!("{what}: `subscribe` applies to `sub` sockets only"),
+        ));
+    }
+    if e.hwm.is_some_and(|h| h < 0) {
+        p(Located::on(
+            z,
+            format!("{what}: `hwm` must be 0 (no limit) or more"),
+        ));
+    }
+    if e.linger_ms.is_some_and(|l| l < 0) {
+        p(Located::on(
+            z,
+            format!("{what}: `linger_ms` must be finite (0 or more)"),
+        ));
+    }
+}
+
+fn check_plugin(
+    what: &str,
+    plugin: &Spanned<PluginRef>,
+    base_dir: &Path,
+    runtime: Option<&PluginRuntime>,
+    p: &mut dyn FnMut(Located),
+) {
+    let r = plugin.get_ref();
+    let path = base_dir.join(r.path.get_ref());
+    if !path.is_file() {
+        p(Located::on(
+            &r.path,
+            format!("{what}: plugin file {} does not exist", path.display()),
+        ));
+        return;
+    }
+    if r.timeout_ms == Some(0) {
+        p(Located::on(
+            plugin,
+            format!("{what}: `timeout_ms` must be more than 0"),
+        ));
+    }
+    let Some(runtime) = runtime else { return };
+    let limits = limits(r);
+    match runtime.load(&path, limits) {
+        Err(e) => p(Located::on(&r.path, format!("{what}: {e}"))),
+        Ok(compiled) => {
+            if let Err(e) = PluginInstance::new(compiled, r.settings()) {
+                p(Located::on(
+                    &r.path,
+                    format!("{what}: plugin {}: {e}", r.path.get_ref()),
+                ));
+            }
+        }
+    }
+}
+
+/// The limits a plugin reference asks for, with defaults.
+pub fn limits(r: &PluginRef) -> PluginLimits {
+    let defaults = PluginLimits::default();
+    PluginLimits {
+        timeout: r.timeout_ms.map_or(defaults.timeout, Duration::from_millis),
+        memory_bytes: r
+            .memory_mb
+            .map_or(defaults.memory_bytes, |mb| mb.saturating_mul(1 << 20)),
+    }
+}
