@@ -3,4 +3,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod kafka;
+pub mod pipeline;
 pub mod plugin;
+pub mod router;
+pub mod zmq;

@@ -9,6 +9,9 @@ use switchyard::plugin::{
 };
 use switchyard_abi::{BatchWriter, Origin, Outcome};
 
+pub mod kafka;
+pub mod procs;
+
 /// Paths of the plugins in `plugins/`, built for wasm32-wasip2 by this crate's build script.
 pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));

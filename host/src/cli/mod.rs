@@ -1,7 +1,9 @@
 //! The command line: argument parsing and dispatch to each subcommand.
 
+mod kafka_dev;
 mod plugin_new;
 mod plugin_test;
+mod run;
 mod validate;
 
 use std::path::PathBuf;
@@ -19,6 +21,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the router on a configuration file until SIGINT or SIGTERM, then drains: stops
+    /// fetching, finishes in-flight batches, flushes outputs, commits offsets.
+    Run {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Runs the embedded Kafka cluster (for development and tests, not production) as a
+    /// process of its own and prints its bootstrap address.
+    KafkaDev {
+        /// A topic to create, NAME:PARTITIONS (partitions default to 4); repeat for several.
+        #[arg(long = "topic", value_name = "NAME[:PARTITIONS]")]
+        topics: Vec<String>,
+        /// Number of brokers.
+        #[arg(long, default_value_t = 1)]
+        brokers: i32,
+    },
     /// Checks a configuration file as a run would: syntax, names, sockets, loops, and every
     /// plugin loaded and initialised. Prints each problem as FILE:LINE:COLUMN: message.
     Validate {
@@ -94,6 +112,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Run { file } => run::run(&file),
+        Command::KafkaDev { topics, brokers } => kafka_dev::run(&topics, brokers),
         Command::Validate { file } => validate::run(&file),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(args),
         Command::Plugin(PluginCommand::New(args)) => {

@@ -21,7 +21,11 @@ pub(super) fn run(file: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("{}", config::error(file, &text, problems));
         return Ok(ExitCode::FAILURE);
     }
-    let plugins: usize = parsed.routes.iter().map(|r| r.get_ref().plugins.len()).sum();
+    let plugins: usize = parsed
+        .routes
+        .iter()
+        .map(|r| r.get_ref().plugins.len())
+        .sum();
     println!(
         "{}: valid ({} inputs, {} outputs, {} routes, {plugins} plugins)",
         file.display(),

@@ -19,7 +19,7 @@
 //! ```
 
 mod interpolate;
-mod validate;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,227 @@
+//! A Kafka input: a consumer-group member polled from its input's own thread. Offsets are
+//! stored only as far as every earlier message of the partition is acknowledged (see
+//! [`crate::pipeline::PartitionTracker`]), and committed by librdkafka.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use switchyard_abi::Origin;
+
+use crate::pipeline::{Ack, Incoming, PartitionTracker};
+
+type Trackers = Arc<Mutex<HashMap<(String, i32), Arc<PartitionTracker>>>>;
+
+/// How long a revoke waits for in-flight messages before giving their partitions up.
+const REVOKE_DRAIN: Duration = Duration::from_secs(30);
+
+/// Drains and commits a partition's progress before it is revoked, so the next owner
+/// starts exactly where this member's acknowledged work ends.
+struct SourceContext {
+    input: String,
+    trackers: Trackers,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let deadline = Instant::now() + REVOKE_DRAIN;
+            let revoked: Vec<(String, i32)> = partitions
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            let trackers: Vec<_> = {
+                let all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
+                revoked.iter().filter_map(|k| all.get(k).cloned()).collect()
+            };
+            while trackers.iter().any(|t| t.in_flight() > 0) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            store(consumer, &self.trackers, &self.input);
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(input = %self.input, error = %e, "commit on revoke");
+            }
+            let mut all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
+            for key in &revoked {
+                all.remove(key);
+            }
+            tracing::info!(input = %self.input, partitions = revoked.len(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(input = %self.input, partitions = partitions.count(), "partitions assigned");
+        }
+    }
+}
+
+/// Stores the committable offset of every tracked partition.
+fn store(consumer: &BaseConsumer<SourceContext>, trackers: &Trackers, input: &str) {
+    let mut tpl = TopicPartitionList::new();
+    {
+        let all = trackers.lock().unwrap_or_else(PoisonError::into_inner);
+        for ((topic, partition), tracker) in all.iter() {
+            if let Some(offset) = tracker.committable() {
+                // Cannot fail for a valid offset.
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset));
+            }
+        }
+    }
+    if tpl.count() > 0
+        && let Err(e) = consumer.store_offsets(&tpl)
+    {
+        tracing::debug!(input, error = %e, "storing offsets");
+    }
+}
+
+/// Consumes topics as a member of a consumer group.
+pub struct KafkaSource {
+    name: String,
+    consumer: BaseConsumer<SourceContext>,
+    trackers: Trackers,
+}
+
+impl KafkaSource {
+    /// Joins `group` and subscribes to `topics`.
+    pub fn new(
+        name: &str,
+        bootstrap: &str,
+        options: &BTreeMap<String, String>,
+        topics: &[String],
+        group: &str,
+    ) -> anyhow::Result<Self> {
+        let mut config = super::client_config(bootstrap, &BTreeMap::new());
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        for (key, value) in options {
+            config.set(key, value);
+        }
+        let trackers: Trackers = Arc::default();
+        let consumer: BaseConsumer<SourceContext> = config
+            .create_with_context(SourceContext {
+                input: name.to_owned(),
+                trackers: Arc::clone(&trackers),
+            })
+            .with_context(|| format!("input `{name}`: cannot create a Kafka consumer"))?;
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .with_context(|| format!("input `{name}`: cannot subscribe to {topics:?}"))?;
+        Ok(KafkaSource {
+            name: name.to_owned(),
+            consumer,
+            trackers,
+        })
+    }
+
+    /// Waits up to `wait` for a first message, then takes whatever else is already
+    /// fetched, up to `max`: batches form from what is queued, never by waiting to fill.
+    pub fn poll_batch(&self, max: usize, wait: Duration) -> Vec<KafkaMessage<'_>> {
+        let mut batch = Vec::new();
+        let mut timeout = wait;
+        while batch.len() < max {
+            match self.consumer.poll(timeout) {
+                Some(Ok(message)) => {
+                    let ack = self.track(&message);
+                    batch.push(KafkaMessage { message, ack });
+                }
+                Some(Err(e)) => tracing::warn!(input = %self.name, error = %e, "consumer error"),
+                None => break,
+            }
+            timeout = Duration::ZERO;
+        }
+        batch
+    }
+
+    fn track(&self, message: &BorrowedMessage<'_>) -> Ack {
+        let tracker = {
+            let mut all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(
+                all.entry((message.topic().to_owned(), message.partition()))
+                    .or_insert_with(PartitionTracker::new),
+            )
+        };
+        tracker.begin(message.offset())
+    }
+
+    /// Stores the offsets that became committable.
+    pub fn store_progress(&self) {
+        store(&self.consumer, &self.trackers, &self.name);
+    }
+
+    /// Waits (up to `timeout`) for in-flight messages, stores and commits their offsets,
+    /// and leaves the group.
+    pub fn close(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let trackers: Vec<_> = self
+            .trackers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        while trackers.iter().any(|t| t.in_flight() > 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.store_progress();
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(input = %self.name, error = %e, "final commit");
+        }
+        self.consumer.unsubscribe();
+    }
+}
+
+/// A consumed record and its acknowledgement.
+pub struct KafkaMessage<'c> {
+    message: BorrowedMessage<'c>,
+    ack: Ack,
+}
+
+impl Incoming for KafkaMessage<'_> {
+    fn origin(&self) -> Origin<'_> {
+        Origin::Kafka {
+            topic: self.message.topic(),
+            partition: self.message.partition(),
+            offset: self.message.offset(),
+        }
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        self.message.key()
+    }
+
+    fn payload(&self) -> &[u8] {
+        self.message.payload().unwrap_or_default()
+    }
+
+    fn headers(&self) -> Vec<(&str, &[u8])> {
+        self.message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key, h.value.unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn timestamp(&self) -> Option<i64> {
+        self.message.timestamp().to_millis()
+    }
+
+    fn ack(&self) -> Option<&Ack> {
+        Some(&self.ack)
+    }
+}

@@ -1,0 +1,149 @@
+//! Acknowledgement tracking for at-least-once inputs: an input offset becomes committable
+//! only when every output it produced (and its dead-letter record) is acknowledged, and
+//! every earlier offset of its partition is too.
+//!
+//! Each input message gets an [`Ack`]; every record sent on its behalf holds a clone until
+//! its sink confirms delivery. When the last clone is dropped, the message is complete.
+//! A failed delivery marks it failed, and the partition never commits past it: the message
+//! is read again after a restart.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The in-flight offsets of one input partition.
+#[derive(Debug, Default)]
+pub struct PartitionTracker {
+    state: Mutex<TrackerState>,
+}
+
+#[derive(Debug, Default)]
+struct TrackerState {
+    /// Offsets read but not yet complete.
+    in_flight: BTreeSet<i64>,
+    /// One past the highest offset read.
+    next: Option<i64>,
+    /// The lowest offset whose delivery failed: commits stop there.
+    failed_at: Option<i64>,
+}
+
+impl PartitionTracker {
+    /// A tracker with nothing in flight.
+    pub fn new() -> Arc<Self> {
+        Arc::new(PartitionTracker::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a message read at `offset` and returns its acknowledgement.
+    pub fn begin(self: &Arc<Self>, offset: i64) -> Ack {
+        let mut s = self.lock();
+        s.in_flight.insert(offset);
+        s.next = Some(s.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        Ack(Arc::new(Pending {
+            tracker: Arc::clone(self),
+            offset,
+            failed: AtomicBool::new(false),
+        }))
+    }
+
+    fn complete(&self, offset: i64, failed: bool) {
+        let mut s = self.lock();
+        s.in_flight.remove(&offset);
+        if failed {
+            s.failed_at = Some(s.failed_at.map_or(offset, |f| f.min(offset)));
+        }
+    }
+
+    /// The offset to commit (the next one to read), if any progress can be committed: the
+    /// lowest offset still in flight, or one past the highest read, but never past a
+    /// failed message.
+    pub fn committable(&self) -> Option<i64> {
+        let s = self.lock();
+        let next = s.next?;
+        let low = s.in_flight.first().copied().unwrap_or(next);
+        Some(s.failed_at.map_or(low, |f| f.min(low)))
+    }
+
+    /// Number of messages still in flight.
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight.len()
+    }
+
+    /// Whether a delivery failed and commits are held back.
+    pub fn stalled(&self) -> bool {
+        self.lock().failed_at.is_some()
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    tracker: Arc<PartitionTracker>,
+    offset: i64,
+    failed: AtomicBool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.tracker
+            .complete(self.offset, self.failed.load(Ordering::Acquire));
+    }
+}
+
+/// The acknowledgement of one input message. Clone it for every record sent on the
+/// message's behalf; the message completes when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Ack(Arc<Pending>);
+
+impl Ack {
+    /// Marks the message failed: its partition will not commit past it.
+    pub fn fail(&self) {
+        self.0.failed.store(true, Ordering::Release);
+    }
+
+    /// The input offset this acknowledges.
+    pub fn offset(&self) -> i64 {
+        self.0.offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_advance_contiguously() {
+        let t = PartitionTracker::new();
+        assert_eq!(t.committable(), None);
+        let a = t.begin(10);
+        let b = t.begin(11);
+        let c = t.begin(12);
+        let c2 = c.clone();
+        assert_eq!(t.committable(), Some(10));
+        drop(b);
+        assert_eq!(t.committable(), Some(10), "10 is still in flight");
+        drop(a);
+        assert_eq!(t.committable(), Some(12));
+        drop(c);
+        assert_eq!(t.committable(), Some(12), "a clone of 12 is still out");
+        drop(c2);
+        assert_eq!(t.committable(), Some(13));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_failure_holds_commits_back() {
+        let t = PartitionTracker::new();
+        let a = t.begin(0);
+        let b = t.begin(1);
+        b.fail();
+        drop(b);
+        drop(a);
+        assert_eq!(t.committable(), Some(1));
+        drop(t.begin(2));
+        assert_eq!(t.committable(), Some(1));
+        assert!(t.stalled());
+    }
+}

@@ -1,0 +1,76 @@
+//! The pipeline: what a message goes through between its input and its outputs. Each input
+//! runs on its own thread, from consume through the plugin chain to produce, taking batches
+//! of whatever is queued; the route's plugin instances belong to that thread.
+
+mod ack;
+mod route;
+
+use std::time::Duration;
+
+use switchyard_abi::Origin;
+
+pub use ack::{Ack, PartitionTracker};
+pub use route::{RouteRunner, RouteSpec, RouteStats};
+
+/// A message as the pipeline sees it, whatever its source.
+pub trait Incoming {
+    /// Where it came from.
+    fn origin(&self) -> Origin<'_>;
+    /// Record key.
+    fn key(&self) -> Option<&[u8]>;
+    /// Payload bytes.
+    fn payload(&self) -> &[u8];
+    /// Headers in order.
+    fn headers(&self) -> Vec<(&str, &[u8])>;
+    /// Timestamp in milliseconds since the Unix epoch.
+    fn timestamp(&self) -> Option<i64>;
+    /// Its acknowledgement, for inputs that commit (Kafka).
+    fn ack(&self) -> Option<&Ack>;
+}
+
+/// A record for a sink, borrowed from the message or plugin output it comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct OutRecord<'a> {
+    /// Record key.
+    pub key: Option<&'a [u8]>,
+    /// Payload bytes.
+    pub payload: &'a [u8],
+    /// Headers in order.
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// Kafka partition to write to; `None` partitions by key.
+    pub partition: Option<i32>,
+    /// Timestamp in milliseconds.
+    pub timestamp: Option<i64>,
+}
+
+/// Where records go: a Kafka topic or a ZeroMQ socket.
+pub trait Sink: Send + Sync {
+    /// The output's name.
+    fn name(&self) -> &str;
+    /// Hands a record over. Blocks while the output is full (back-pressure). The sink keeps
+    /// `ack` until the record is delivered, and marks it failed if it cannot be.
+    fn send(&self, record: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()>;
+    /// Waits until everything handed over is delivered, or `timeout` passes.
+    fn flush(&self, timeout: Duration) -> anyhow::Result<()>;
+}
+
+impl<T: Incoming + ?Sized> Incoming for &T {
+    fn origin(&self) -> Origin<'_> {
+        (**self).origin()
+    }
+    fn key(&self) -> Option<&[u8]> {
+        (**self).key()
+    }
+    fn payload(&self) -> &[u8] {
+        (**self).payload()
+    }
+    fn headers(&self) -> Vec<(&str, &[u8])> {
+        (**self).headers()
+    }
+    fn timestamp(&self) -> Option<i64> {
+        (**self).timestamp()
+    }
+    fn ack(&self) -> Option<&Ack> {
+        (**self).ack()
+    }
+}

@@ -1,0 +1,311 @@
+//! One route on one input thread: its `when` predicates, its plugin chain, and applying
+//! outcomes: `pass` to `to`, `emit` to the default outputs or declared destinations, `drop`
+//! counted, `reject` and every plugin failure to the dead-letter output with context.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use switchyard_abi::{BatchWriter, Origin, Outcome, Output};
+
+use super::{Incoming, OutRecord, Sink};
+use crate::config::When;
+use crate::plugin::{PluginError, PluginInstance};
+
+/// Per-route counters, shared by every input thread that runs the route.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// Messages that matched the route.
+    pub received: AtomicU64,
+    /// Records written to outputs (passes and emits).
+    pub sent: AtomicU64,
+    /// Messages dropped by a plugin.
+    pub dropped: AtomicU64,
+    /// Messages a plugin rejected.
+    pub rejected: AtomicU64,
+    /// Messages failed by a plugin error (timeout, trap, ...).
+    pub failed: AtomicU64,
+    /// Records written to the dead-letter output.
+    pub dead_lettered: AtomicU64,
+}
+
+impl RouteStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Everything a route needs, shared by the input threads that run it.
+#[derive(Clone)]
+pub struct RouteSpec {
+    /// The route's name.
+    pub name: String,
+    /// Predicates a message must match.
+    pub when: When,
+    /// Outputs for `pass` and destination-less emits.
+    pub to: Vec<Arc<dyn Sink>>,
+    /// Declared destinations.
+    pub destinations: HashMap<String, Arc<dyn Sink>>,
+    /// The dead-letter output.
+    pub dead_letter: Option<Arc<dyn Sink>>,
+    /// Counters.
+    pub stats: Arc<RouteStats>,
+}
+
+/// A message on its way through the chain: the input itself, or something a plugin emitted.
+enum Item {
+    Original,
+    Emitted(Output),
+}
+
+/// Why a message goes to the dead-letter output.
+struct DeadLetter {
+    plugin: String,
+    hash: String,
+    kind: &'static str,
+    reason: String,
+}
+
+/// A route with its own plugin instances, run by one input thread.
+pub struct RouteRunner {
+    spec: RouteSpec,
+    plugins: Vec<PluginInstance>,
+    writer: BatchWriter,
+}
+
+impl RouteRunner {
+    /// A runner for `spec` with this thread's plugin instances, in chain order.
+    pub fn new(spec: RouteSpec, plugins: Vec<PluginInstance>) -> Self {
+        RouteRunner {
+            spec,
+            plugins,
+            writer: BatchWriter::new(),
+        }
+    }
+
+    /// The route's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Runs a batch from `input` through the route.
+    pub fn process<M: Incoming>(&mut self, input: &str, batch: &[M]) {
+        let stats = Arc::clone(&self.spec.stats);
+        let mut items: Vec<(usize, Item)> = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| matches(&self.spec.when, *m))
+            .map(|(i, _)| (i, Item::Original))
+            .collect();
+        if items.is_empty() {
+            return;
+        }
+        RouteStats::add(&stats.received, items.len() as u64);
+        let mut dead: Vec<Option<DeadLetter>> = (0..batch.len()).map(|_| None).collect();
+
+        for plugin in &mut self.plugins {
+            if items.is_empty() {
+                break;
+            }
+            self.writer.start(input);
+            for (i, item) in &items {
+                let m = &batch[*i];
+                match item {
+                    Item::Original => self.writer.push(
+                        &m.origin(),
+                        m.key(),
+                        m.timestamp(),
+                        m.headers(),
+                        m.payload(),
+                    ),
+                    Item::Emitted(o) => self.writer.push(
+                        &m.origin(),
+                        o.key.as_deref(),
+                        o.timestamp,
+                        o.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+                        &o.payload,
+                    ),
+                }
+            }
+            let compiled = plugin.plugin().clone();
+            let blame = |kind: &'static str, reason: String| DeadLetter {
+                plugin: compiled.name().to_owned(),
+                hash: compiled.hash().to_owned(),
+                kind,
+                reason,
+            };
+            match plugin.process(&self.writer) {
+                Ok(outcomes) => {
+                    let mut next = Vec::with_capacity(items.len());
+                    for ((i, item), outcome) in items.into_iter().zip(outcomes) {
+                        match outcome {
+                            Outcome::Pass => next.push((i, item)),
+                            Outcome::Drop => RouteStats::add(&stats.dropped, 1),
+                            Outcome::Emit(outputs) => {
+                                next.extend(outputs.into_iter().map(|o| (i, Item::Emitted(o))));
+                            }
+                            Outcome::Reject(reason) => {
+                                RouteStats::add(&stats.rejected, 1);
+                                dead[i].get_or_insert_with(|| blame("reject", reason));
+                            }
+                        }
+                    }
+                    items = next;
+                }
+                Err(e) => {
+                    tracing::warn!(route = %self.spec.name, plugin = compiled.name(), kind = e.kind().as_str(), "{e}");
+                    RouteStats::add(&stats.failed, items.len() as u64);
+                    for (i, _) in items.drain(..) {
+                        dead[i].get_or_insert_with(|| blame(e.kind().as_str(), e.to_string()));
+                    }
+                }
+            }
+        }
+
+        let (last_plugin, last_hash) = self
+            .plugins
+            .last()
+            .map(|p| (p.plugin().name().to_owned(), p.plugin().hash().to_owned()))
+            .unwrap_or_default();
+        for (i, item) in items {
+            if dead[i].is_some() {
+                continue;
+            }
+            let m = &batch[i];
+            let ack = m.ack();
+            match item {
+                Item::Original => {
+                    let headers = m.headers();
+                    let rec = OutRecord {
+                        key: m.key(),
+                        payload: m.payload(),
+                        headers: &headers,
+                        partition: None,
+                        timestamp: m.timestamp(),
+                    };
+                    send_all(&self.spec.to, &rec, ack, &stats);
+                }
+                Item::Emitted(o) => {
+                    let headers: Vec<(&str, &[u8])> = o
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_slice()))
+                        .collect();
+                    let rec = OutRecord {
+                        key: o.key.as_deref(),
+                        payload: &o.payload,
+                        headers: &headers,
+                        partition: o.partition,
+                        timestamp: o.timestamp,
+                    };
+                    match &o.destination {
+                        None => send_all(&self.spec.to, &rec, ack, &stats),
+                        Some(d) => match self.spec.destinations.get(d) {
+                            Some(sink) => send_all(std::slice::from_ref(sink), &rec, ack, &stats),
+                            None => {
+                                RouteStats::add(&stats.failed, 1);
+                                dead[i].get_or_insert(DeadLetter {
+                                    plugin: last_plugin.clone(),
+                                    hash: last_hash.clone(),
+                                    kind: "destination",
+                                    reason: PluginError::Destination(d.clone()).to_string(),
+                                });
+                            }
+                        },
+                    }
+                }
+            }
+        }
+
+        for (i, why) in dead.into_iter().enumerate() {
+            if let Some(why) = why {
+                self.dead_letter(&batch[i], &why);
+            }
+        }
+    }
+
+    /// Writes the original message, with context headers, to the dead-letter output.
+    fn dead_letter<M: Incoming>(&self, m: &M, why: &DeadLetter) {
+        let stats = &self.spec.stats;
+        let Some(sink) = &self.spec.dead_letter else {
+            tracing::warn!(route = %self.spec.name, kind = why.kind, reason = %why.reason, "message failed and the route has no dead_letter output; it is dropped");
+            return;
+        };
+        let (topic, partition, offset) = match m.origin() {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => (topic.to_owned(), partition.to_string(), offset.to_string()),
+            Origin::Zmq { endpoint, .. } => (endpoint.to_owned(), String::new(), String::new()),
+            Origin::None => Default::default(),
+        };
+        let mut headers = m.headers();
+        headers.extend([
+            ("switchyard-route", self.spec.name.as_bytes()),
+            ("switchyard-plugin", why.plugin.as_bytes()),
+            ("switchyard-plugin-hash", why.hash.as_bytes()),
+            ("switchyard-error-kind", why.kind.as_bytes()),
+            ("switchyard-reason", why.reason.as_bytes()),
+            ("switchyard-origin-topic", topic.as_bytes()),
+            ("switchyard-origin-partition", partition.as_bytes()),
+            ("switchyard-origin-offset", offset.as_bytes()),
+        ]);
+        let rec = OutRecord {
+            key: m.key(),
+            payload: m.payload(),
+            headers: &headers,
+            partition: None,
+            timestamp: m.timestamp(),
+        };
+        match sink.send(&rec, m.ack().cloned()) {
+            Ok(()) => RouteStats::add(&stats.dead_lettered, 1),
+            Err(e) => tracing::error!(route = %self.spec.name, "dead letter not written: {e:#}"),
+        }
+    }
+}
+
+fn send_all(
+    sinks: &[Arc<dyn Sink>],
+    rec: &OutRecord<'_>,
+    ack: Option<&super::Ack>,
+    stats: &RouteStats,
+) {
+    for sink in sinks {
+        match sink.send(rec, ack.cloned()) {
+            Ok(()) => RouteStats::add(&stats.sent, 1),
+            Err(e) => tracing::error!("{e:#}"),
+        }
+    }
+}
+
+/// Whether a message matches every `when` predicate.
+fn matches<M: Incoming>(when: &When, m: &M) -> bool {
+    if let Some(topic) = &when.topic {
+        let actual: &[u8] = match m.origin() {
+            Origin::Kafka { topic, .. } => topic.as_bytes(),
+            Origin::Zmq { topic, .. } => topic.unwrap_or_default(),
+            Origin::None => b"",
+        };
+        if actual != topic.as_bytes() {
+            return false;
+        }
+    }
+    if let Some(prefix) = &when.key_prefix
+        && !m.key().unwrap_or_default().starts_with(prefix.as_bytes())
+    {
+        return false;
+    }
+    if !when.header.is_empty() {
+        let headers = m.headers();
+        for (name, value) in &when.header {
+            if !headers
+                .iter()
+                .any(|(n, v)| n == name && *v == value.as_bytes())
+            {
+                return false;
+            }
+        }
+    }
+    true
+}

@@ -1,0 +1,86 @@
+//! ZeroMQ sources and sinks. Each socket lives on a thread of its own behind a bounded
+//! channel, never on a pipeline thread.
+//!
+//! Guarantees: a ZeroMQ input is **at-most-once** (ZeroMQ gives no acknowledgement). A
+//! PUSH or DEALER output acknowledges a record once libzmq has queued it and blocks while
+//! its queue is full, which back-pressures a Kafka input behind it; a PUB output never
+//! blocks and libzmq drops at the high-water mark.
+//!
+//! Multipart mapping:
+//!
+//! | socket | frames |
+//! |---|---|
+//! | PUB → / → SUB | `[topic, payload]`: the topic frame is the record key on the way out and becomes the key on the way in |
+//! | PUSH → / → PULL, DEALER → | `[payload]` |
+//! | → ROUTER | `[peer-identity, payload]` (an empty delimiter frame after the identity is skipped) |
+//!
+//! With `envelope = true` the payload frame is replaced by five frames that carry what a
+//! Kafka record has: `["switchyard-envelope-1", key, meta, headers, payload]`, where
+//! `meta` is one flags byte (bit 0: key present, bit 1: timestamp present) and an i64
+//! little-endian timestamp in ms, and `headers` is a u32 count followed by, per header, a
+//! u32 name length, the name, a u32 value length and the value (little-endian).
+
+mod envelope;
+mod sink;
+mod source;
+
+pub use sink::ZmqSink;
+pub use source::{ZmqRecord, ZmqSource};
+
+use anyhow::Context;
+
+use crate::config::{ZmqEndpoint, ZmqSocketType};
+
+/// How often socket threads look up from a blocking call to check for shutdown.
+const POLL_MS: i32 = 100;
+
+/// Creates, configures, binds and connects a socket as configured.
+fn open_socket(ctx: &zmq::Context, name: &str, e: &ZmqEndpoint) -> anyhow::Result<zmq::Socket> {
+    let kind = match e.socket.get_ref() {
+        ZmqSocketType::Sub => zmq::SUB,
+        ZmqSocketType::Pull => zmq::PULL,
+        ZmqSocketType::Router => zmq::ROUTER,
+        ZmqSocketType::Pub => zmq::PUB,
+        ZmqSocketType::Push => zmq::PUSH,
+        ZmqSocketType::Dealer => zmq::DEALER,
+    };
+    let socket = ctx
+        .socket(kind)
+        .with_context(|| format!("`{name}`: cannot create socket"))?;
+    if let Some(hwm) = e.hwm {
+        socket.set_rcvhwm(hwm)?;
+        socket.set_sndhwm(hwm)?;
+    }
+    socket.set_linger(e.linger_ms.unwrap_or(1000))?;
+    socket.set_rcvtimeo(POLL_MS)?;
+    socket.set_sndtimeo(POLL_MS)?;
+    if *e.socket.get_ref() == ZmqSocketType::Sub {
+        if e.subscribe.is_empty() {
+            socket.set_subscribe(b"")?;
+        }
+        for prefix in &e.subscribe {
+            socket.set_subscribe(prefix.as_bytes())?;
+        }
+    }
+    for endpoint in &e.bind {
+        socket
+            .bind(endpoint.get_ref())
+            .with_context(|| format!("`{name}`: cannot bind {}", endpoint.get_ref()))?;
+    }
+    for endpoint in &e.connect {
+        socket
+            .connect(endpoint.get_ref())
+            .with_context(|| format!("`{name}`: cannot connect to {}", endpoint.get_ref()))?;
+    }
+    Ok(socket)
+}
+
+/// The endpoint a socket is known by in origins: its first bind, else its first connect.
+fn endpoint_label(e: &ZmqEndpoint) -> String {
+    e.bind
+        .iter()
+        .chain(&e.connect)
+        .next()
+        .map(|s| s.get_ref().clone())
+        .unwrap_or_default()
+}

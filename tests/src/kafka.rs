@@ -1,0 +1,144 @@
+//! Plain rdkafka clients for tests: produce keyed records, read a topic back from the
+//! beginning.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+/// A record read back from a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Key as text.
+    pub key: Option<String>,
+    /// Payload as text.
+    pub payload: String,
+    /// Headers as text.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    /// The first header of this name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Counts failed deliveries.
+#[derive(Default)]
+struct Failures(AtomicUsize);
+
+impl ClientContext for Failures {}
+
+impl ProducerContext for Failures {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A message to produce: key, payload, headers.
+pub type Input = (Option<String>, String, Vec<(String, String)>);
+
+/// Produces records to `topic` (partitioned by key as Java clients do) and waits until
+/// every one is delivered.
+pub fn produce(bootstrap: &str, topic: &str, records: &[Input]) {
+    let producer: BaseProducer<Failures> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .create_with_context(Failures::default())
+        .expect("test producer");
+    for (key, payload, headers) in records {
+        let mut h = OwnedHeaders::new();
+        for (n, v) in headers {
+            h = h.insert(Header {
+                key: n,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).payload(payload.as_bytes()).headers(h);
+        if let Some(k) = key {
+            record = record.key(k.as_bytes());
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("flush test producer");
+    assert_eq!(
+        producer.context().0.load(Ordering::Relaxed),
+        0,
+        "test records not delivered"
+    );
+}
+
+/// Reads `topic` from the beginning of all its partitions until `expected` records are
+/// read or `timeout` passes; returns them grouped by partition, in offset order.
+pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "switchyard-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("test consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("partition");
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    let mut count = 0;
+    let end = Instant::now() + timeout;
+    while count < expected && Instant::now() < end {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), text(h.value.unwrap_or_default())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            by_partition.entry(m.partition()).or_default().push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(text),
+                payload: text(m.payload().unwrap_or_default()),
+                headers,
+            });
+            count += 1;
+        }
+    }
+    by_partition.into_values().flatten().collect()
+}

@@ -1,0 +1,136 @@
+//! Child processes of the real binary: the embedded Kafka cluster (`switchyard kafka-dev`)
+//! and routers (`switchyard run`), stopped when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::switchyard_bin;
+
+/// A child process killed when dropped.
+pub struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `switchyard kafka-dev` with these topics (`NAME:PARTITIONS`); returns the process and
+/// its bootstrap address.
+pub fn kafka_dev(topics: &[&str]) -> (Proc, String) {
+    let mut cmd = Command::new(switchyard_bin());
+    cmd.arg("kafka-dev");
+    for t in topics {
+        cmd.args(["--topic", t]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kafka-dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the bootstrap address");
+    let bootstrap = line.trim().to_owned();
+    assert!(!bootstrap.is_empty(), "kafka-dev printed no address");
+    (Proc { child }, bootstrap)
+}
+
+/// `switchyard run CONFIG`, its log written to `log`.
+pub fn router(config: &Path, log: &Path) -> Proc {
+    let log_file = std::fs::File::create(log).expect("create log file");
+    let child = Command::new(switchyard_bin())
+        .arg("run")
+        .arg(config)
+        .env("SWITCHYARD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("start switchyard run");
+    Proc { child }
+}
+
+/// A scratch directory for one test, with a config file written into it.
+pub struct Scratch {
+    dir: tempfile_dir::Dir,
+}
+
+mod tempfile_dir {
+    /// A directory under the system temp dir, removed when dropped.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Scratch {
+    /// A fresh directory.
+    pub fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch {
+            dir: tempfile_dir::Dir(dir),
+        }
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.0.join(file)
+    }
+
+    /// Writes a file and returns its path.
+    pub fn write(&self, file: &str, contents: &str) -> PathBuf {
+        let path = self.path(file);
+        std::fs::write(&path, contents).expect("write scratch file");
+        path
+    }
+}
