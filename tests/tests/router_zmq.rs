@@ -1,0 +1,177 @@
+//! ZeroMQ inputs and outputs through the real router: PUSH/PULL both ways, PUB to a
+//! subscriber, the envelope that carries Kafka metadata across a ZeroMQ hop.
+
+use std::time::{Duration, Instant};
+
+use switchyard_tests::kafka::{Input, produce, read_topic};
+use switchyard_tests::procs::{Proc, Scratch, kafka_dev, router};
+use switchyard_tests::{free_port, plugins, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Receives `n` multipart messages from `socket`, or fails after the deadline.
+fn receive(socket: &zmq::Socket, n: usize) -> Vec<Vec<Vec<u8>>> {
+    socket.set_rcvtimeo(100).expect("rcvtimeo");
+    let end = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < end {
+        match socket.recv_multipart(0) {
+            Ok(frames) => got.push(frames),
+            Err(zmq::Error::EAGAIN) => {}
+            Err(e) => panic!("receive: {e}"),
+        }
+    }
+    got
+}
+
+fn stop(mut proc: Proc) {
+    assert!(proc.is_running(), "the router died");
+    proc.signal("TERM");
+    let status = proc.wait_for_exit(Duration::from_secs(20)).expect("router exits");
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn zmq_push_to_kafka() {
+    let (_cluster, bootstrap) = kafka_dev(&["ticks:1"]);
+    let port = free_port();
+    let scratch = Scratch::new("z2k");
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[kafka.main]
+bootstrap = "{bootstrap}"
+[inputs.feed]
+zmq = {{ socket = "pull", bind = ["tcp://127.0.0.1:{port}"] }}
+[outputs.ticks]
+kafka = {{ cluster = "main", topic = "ticks" }}
+[[routes]]
+name = "ticks"
+from = ["feed"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["ticks"]
+"#,
+            passthrough = plugins::PASSTHROUGH
+        ),
+    );
+    let proc = router(&cfg, &scratch.path("router.log"));
+    let ctx = zmq::Context::new();
+    let push = ctx.socket(zmq::PUSH).expect("push");
+    push.connect(&format!("tcp://127.0.0.1:{port}")).expect("connect");
+    for i in 0..100 {
+        push.send(format!("tick {i}").as_bytes(), 0).expect("send");
+    }
+    let got = read_topic(&bootstrap, "ticks", 100, DEADLINE);
+    let payloads: Vec<String> = got.iter().map(|r| r.payload.clone()).collect();
+    let want: Vec<String> = (0..100).map(|i| format!("tick {i}")).collect();
+    assert_eq!(payloads, want, "every tick, in order");
+    stop(proc);
+}
+
+#[test]
+fn kafka_to_zmq_push_with_envelope_and_pub() {
+    let (_cluster, bootstrap) = kafka_dev(&["orders:1"]);
+    let (push_port, pub_port) = (free_port(), free_port());
+    let scratch = Scratch::new("k2z");
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[kafka.main]
+bootstrap = "{bootstrap}"
+[inputs.orders]
+kafka = {{ cluster = "main", topics = ["orders"], group = "k2z" }}
+[outputs.workers]
+zmq = {{ socket = "push", bind = ["tcp://127.0.0.1:{push_port}"], envelope = true }}
+[outputs.ticker]
+zmq = {{ socket = "pub", bind = ["tcp://127.0.0.1:{pub_port}"] }}
+[[routes]]
+name = "fanout"
+from = ["orders"]
+to = ["workers", "ticker"]
+"#
+        ),
+    );
+    let proc = router(&cfg, &scratch.path("router.log"));
+    let ctx = zmq::Context::new();
+    let pull = ctx.socket(zmq::PULL).expect("pull");
+    pull.connect(&format!("tcp://127.0.0.1:{push_port}")).expect("connect");
+    let sub = ctx.socket(zmq::SUB).expect("sub");
+    sub.set_subscribe(b"").expect("subscribe");
+    sub.connect(&format!("tcp://127.0.0.1:{pub_port}")).expect("connect");
+    // The subscriber connected at once; the router publishes only after its consumer has
+    // joined the group, by which time the subscription has long reached the PUB socket.
+    let log = scratch.path("router.log");
+    assert!(
+        wait_until(DEADLINE, || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("partitions assigned"))),
+        "the router never got its partitions"
+    );
+
+    let input: Vec<Input> = (0..50)
+        .map(|i| (Some(format!("k{i}")), format!("order {i}"), vec![("h".to_owned(), format!("v{i}"))]))
+        .collect();
+    produce(&bootstrap, "orders", &input);
+
+    let pushed = receive(&pull, 50);
+    assert_eq!(pushed.len(), 50);
+    for (i, frames) in pushed.iter().enumerate() {
+        assert_eq!(frames.len(), 5, "envelope frames");
+        assert_eq!(frames[0], b"switchyard-envelope-1");
+        assert_eq!(frames[1], format!("k{i}").as_bytes(), "key survives the hop");
+        assert_eq!(frames[2][0] & 1, 1, "key flag");
+        let mut h = Vec::new();
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(b"h");
+        h.extend_from_slice(&(format!("v{i}").len() as u32).to_le_bytes());
+        h.extend_from_slice(format!("v{i}").as_bytes());
+        assert_eq!(frames[3], h, "headers survive the hop");
+        assert_eq!(frames[4], format!("order {i}").as_bytes());
+    }
+
+    let published = receive(&sub, 50);
+    assert_eq!(published.len(), 50);
+    for (i, frames) in published.iter().enumerate() {
+        assert_eq!(frames, &vec![format!("k{i}").into_bytes(), format!("order {i}").into_bytes()]);
+    }
+    stop(proc);
+}
+
+#[test]
+fn zmq_to_zmq_through_a_filter() {
+    let (in_port, out_port) = (free_port(), free_port());
+    let scratch = Scratch::new("z2z");
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[inputs.feed]
+zmq = {{ socket = "pull", bind = ["tcp://127.0.0.1:{in_port}"] }}
+[outputs.big]
+zmq = {{ socket = "push", bind = ["tcp://127.0.0.1:{out_port}"] }}
+[[routes]]
+name = "big"
+from = ["feed"]
+plugins = [{{ path = "{filter}", config = {{ field = "size", op = "gt", value = "10" }} }}]
+to = ["big"]
+"#,
+            filter = plugins::JSON_FILTER
+        ),
+    );
+    let proc = router(&cfg, &scratch.path("router.log"));
+    let ctx = zmq::Context::new();
+    let push = ctx.socket(zmq::PUSH).expect("push");
+    push.connect(&format!("tcp://127.0.0.1:{in_port}")).expect("connect");
+    let pull = ctx.socket(zmq::PULL).expect("pull");
+    pull.connect(&format!("tcp://127.0.0.1:{out_port}")).expect("connect");
+    for i in 0..40 {
+        push.send(format!(r#"{{"size": {i}}}"#).as_bytes(), 0).expect("send");
+    }
+    let got = receive(&pull, 29);
+    let sizes: Vec<String> = got.iter().map(|f| String::from_utf8_lossy(&f[0]).into_owned()).collect();
+    let want: Vec<String> = (11..40).map(|i| format!(r#"{{"size": {i}}}"#)).collect();
+    assert_eq!(sizes, want);
+    stop(proc);
+}
