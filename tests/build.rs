@@ -1,5 +1,5 @@
-//! Builds every plugin in `plugins/` for wasm32-wasip2, once, into a target directory of its
-//! own, and writes `plugins.rs`: a path constant per plugin and `foreach_plugin!`, which
+//! Builds every plugin in `plugins/` for wasm32-wasip2, once, into the plugins' own target
+//! directory (`plugins/target`, apart from the host's), and writes `plugins.rs`: a path constant per plugin and `foreach_plugin!`, which
 //! the tests use to fail the build when a plugin has no test.
 
 use std::path::{Path, PathBuf};
@@ -12,10 +12,9 @@ fn main() {
         .expect("tests/ is inside the repository")
         .to_owned();
     let plugins_dir = root.join("plugins");
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("plugins");
+    // The plugins' own target directory: where `cargo build` inside plugins/ puts them, and
+    // where the examples and `switchyard demo` look for them.
+    let target_dir = plugins_dir.join("target");
 
     let mut names: Vec<String> = std::fs::read_dir(&plugins_dir)
         .expect("plugins/ exists")

@@ -182,7 +182,7 @@ fn plugin_new_builds_and_runs() {
         assert!(project.join(file).is_file(), "{file} missing");
     }
     // Share the plugins' target directory so the SDK and its dependencies build once.
-    let target = repo_root().join("target").join("plugins");
+    let target = repo_root().join("plugins").join("target");
     let cargo = |args: &[&str]| {
         let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&project)

@@ -11,7 +11,6 @@ fn plugins_pass_their_own_unit_tests() {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root.join("plugins"))
         .args(["test", "--quiet"])
-        .env("CARGO_TARGET_DIR", root.join("target").join("plugins"))
         .env_remove("RUSTFLAGS")
         .output()
         .expect("run cargo test in plugins/");

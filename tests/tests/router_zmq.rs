@@ -27,7 +27,9 @@ fn receive(socket: &zmq::Socket, n: usize) -> Vec<Vec<Vec<u8>>> {
 fn stop(mut proc: Proc) {
     assert!(proc.is_running(), "the router died");
     proc.signal("TERM");
-    let status = proc.wait_for_exit(Duration::from_secs(20)).expect("router exits");
+    let status = proc
+        .wait_for_exit(Duration::from_secs(20))
+        .expect("router exits");
     assert!(status.success(), "exit status {status}");
 }
 
@@ -58,7 +60,8 @@ to = ["ticks"]
     let proc = router(&cfg, &scratch.path("router.log"));
     let ctx = zmq::Context::new();
     let push = ctx.socket(zmq::PUSH).expect("push");
-    push.connect(&format!("tcp://127.0.0.1:{port}")).expect("connect");
+    push.connect(&format!("tcp://127.0.0.1:{port}"))
+        .expect("connect");
     for i in 0..100 {
         push.send(format!("tick {i}").as_bytes(), 0).expect("send");
     }
@@ -96,10 +99,12 @@ to = ["workers", "ticker"]
     let proc = router(&cfg, &scratch.path("router.log"));
     let ctx = zmq::Context::new();
     let pull = ctx.socket(zmq::PULL).expect("pull");
-    pull.connect(&format!("tcp://127.0.0.1:{push_port}")).expect("connect");
+    pull.connect(&format!("tcp://127.0.0.1:{push_port}"))
+        .expect("connect");
     let sub = ctx.socket(zmq::SUB).expect("sub");
     sub.set_subscribe(b"").expect("subscribe");
-    sub.connect(&format!("tcp://127.0.0.1:{pub_port}")).expect("connect");
+    sub.connect(&format!("tcp://127.0.0.1:{pub_port}"))
+        .expect("connect");
     // The subscriber connected at once; the router publishes only after its consumer has
     // joined the group, by which time the subscription has long reached the PUB socket.
     let log = scratch.path("router.log");
@@ -110,7 +115,13 @@ to = ["workers", "ticker"]
     );
 
     let input: Vec<Input> = (0..50)
-        .map(|i| (Some(format!("k{i}")), format!("order {i}"), vec![("h".to_owned(), format!("v{i}"))]))
+        .map(|i| {
+            (
+                Some(format!("k{i}")),
+                format!("order {i}"),
+                vec![("h".to_owned(), format!("v{i}"))],
+            )
+        })
         .collect();
     produce(&bootstrap, "orders", &input);
 
@@ -119,7 +130,11 @@ to = ["workers", "ticker"]
     for (i, frames) in pushed.iter().enumerate() {
         assert_eq!(frames.len(), 5, "envelope frames");
         assert_eq!(frames[0], b"switchyard-envelope-1");
-        assert_eq!(frames[1], format!("k{i}").as_bytes(), "key survives the hop");
+        assert_eq!(
+            frames[1],
+            format!("k{i}").as_bytes(),
+            "key survives the hop"
+        );
         assert_eq!(frames[2][0] & 1, 1, "key flag");
         let mut h = Vec::new();
         h.extend_from_slice(&1u32.to_le_bytes());
@@ -134,7 +149,13 @@ to = ["workers", "ticker"]
     let published = receive(&sub, 50);
     assert_eq!(published.len(), 50);
     for (i, frames) in published.iter().enumerate() {
-        assert_eq!(frames, &vec![format!("k{i}").into_bytes(), format!("order {i}").into_bytes()]);
+        assert_eq!(
+            frames,
+            &vec![
+                format!("k{i}").into_bytes(),
+                format!("order {i}").into_bytes()
+            ]
+        );
     }
     stop(proc);
 }
@@ -163,14 +184,20 @@ to = ["big"]
     let proc = router(&cfg, &scratch.path("router.log"));
     let ctx = zmq::Context::new();
     let push = ctx.socket(zmq::PUSH).expect("push");
-    push.connect(&format!("tcp://127.0.0.1:{in_port}")).expect("connect");
+    push.connect(&format!("tcp://127.0.0.1:{in_port}"))
+        .expect("connect");
     let pull = ctx.socket(zmq::PULL).expect("pull");
-    pull.connect(&format!("tcp://127.0.0.1:{out_port}")).expect("connect");
+    pull.connect(&format!("tcp://127.0.0.1:{out_port}"))
+        .expect("connect");
     for i in 0..40 {
-        push.send(format!(r#"{{"size": {i}}}"#).as_bytes(), 0).expect("send");
+        push.send(format!(r#"{{"size": {i}}}"#).as_bytes(), 0)
+            .expect("send");
     }
     let got = receive(&pull, 29);
-    let sizes: Vec<String> = got.iter().map(|f| String::from_utf8_lossy(&f[0]).into_owned()).collect();
+    let sizes: Vec<String> = got
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f[0]).into_owned())
+        .collect();
     let want: Vec<String> = (11..40).map(|i| format!(r#"{{"size": {i}}}"#)).collect();
     assert_eq!(sizes, want);
     stop(proc);

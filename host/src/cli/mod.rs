@@ -1,5 +1,6 @@
 //! The command line: argument parsing and dispatch to each subcommand.
 
+mod demo;
 mod kafka_dev;
 mod plugin_new;
 mod plugin_test;
@@ -21,6 +22,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the quickstart with live traffic: embedded Kafka, a ZeroMQ feed, an order
+    /// generator, the example plugins, and per-route counts every second.
+    Demo {
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<u64>,
+    },
     /// Runs the router on a configuration file until SIGINT or SIGTERM, then drains: stops
     /// fetching, finishes in-flight batches, flushes outputs, commits offsets.
     Run {
@@ -112,6 +120,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Demo { duration } => demo::run(duration),
         Command::Run { file } => run::run(&file),
         Command::KafkaDev { topics, brokers } => kafka_dev::run(&topics, brokers),
         Command::Validate { file } => validate::run(&file),

@@ -337,6 +337,14 @@ impl PluginRef {
 /// Reads, interpolates and parses a configuration file. Semantic checks are
 /// [`validate`]'s.
 pub fn load(path: &Path) -> Result<(ConfigFile, String), ConfigError> {
+    load_with(path, |name| std::env::var(name).ok())
+}
+
+/// Like [`load`], with variables looked up by `lookup` instead of the environment.
+pub fn load_with(
+    path: &Path,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(ConfigFile, String), ConfigError> {
     let fail = |text: String, problems| ConfigError {
         path: path.to_owned(),
         text,
@@ -348,8 +356,7 @@ pub fn load(path: &Path) -> Result<(ConfigFile, String), ConfigError> {
             vec![Located::whole(format!("cannot read: {e}"))],
         )
     })?;
-    let text = interpolate(&raw, |name| std::env::var(name).ok())
-        .map_err(|problems| fail(raw.clone(), problems))?;
+    let text = interpolate(&raw, lookup).map_err(|problems| fail(raw.clone(), problems))?;
     match toml::from_str::<ConfigFile>(&text) {
         Ok(config) => Ok((config, text)),
         Err(e) => {
