@@ -99,6 +99,14 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[Input]) {
 /// Reads `topic` from the beginning of all its partitions until `expected` records are
 /// read or `timeout` passes; returns them grouped by partition, in offset order.
 pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+    read_topic_until(bootstrap, topic, expected, timeout)
+}
+
+/// Reads until `expected` records, or until nothing arrives for `idle`... when `expected`
+/// is `usize::MAX`; otherwise until `idle` has passed in total.
+fn read_topic_until(bootstrap: &str, topic: &str, expected: usize, idle: Duration) -> Vec<Record> {
+    let until_quiet = expected == usize::MAX;
+    let timeout = idle;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "switchyard-test-reader")
@@ -118,9 +126,12 @@ pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Durati
     consumer.assign(&tpl).expect("assign");
     let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     let mut count = 0;
-    let end = Instant::now() + timeout;
+    let mut end = Instant::now() + timeout;
     while count < expected && Instant::now() < end {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            if until_quiet {
+                end = Instant::now() + idle;
+            }
             let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
             let headers = m
                 .headers()
@@ -141,4 +152,61 @@ pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Durati
         }
     }
     by_partition.into_values().flatten().collect()
+}
+
+/// The number of records in `topic`: the sum of its partitions' high watermarks.
+pub fn topic_size(bootstrap: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("watermark client");
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return 0;
+    };
+    let mut total = 0;
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            if let Ok((low, high)) =
+                consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+            {
+                let _ = low;
+                total += high;
+            }
+        }
+    }
+    total
+}
+
+/// The offsets `group` has committed on `topic`, summed over its partitions.
+pub fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("offsets client");
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return 0;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let Ok(offsets) = consumer.committed_offsets(tpl, Duration::from_secs(5)) else {
+        return 0;
+    };
+    offsets
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(n) => Some(n),
+            _ => None,
+        })
+        .sum()
+}
+
+/// Reads all of `topic` from the beginning, until nothing new arrives for `idle`.
+pub fn read_all(bootstrap: &str, topic: &str, idle: Duration) -> Vec<Record> {
+    read_topic_until(bootstrap, topic, usize::MAX, idle)
 }

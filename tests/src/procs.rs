@@ -84,7 +84,10 @@ pub fn router(config: &Path, log: &Path) -> Proc {
     let child = Command::new(switchyard_bin())
         .arg("run")
         .arg(config)
-        .env("SWITCHYARD_LOG", "info")
+        .env(
+            "SWITCHYARD_LOG",
+            std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log_file)
         .spawn()

@@ -56,6 +56,19 @@ impl ConsumerContext for SourceContext {
         }
     }
 
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => {
+                tracing::debug!(input = %self.input, partitions = offsets.count(), "offsets committed")
+            }
+            Err(e) => tracing::warn!(input = %self.input, error = %e, "offset commit failed"),
+        }
+    }
+
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             tracing::info!(input = %self.input, partitions = partitions.count(), "partitions assigned");
@@ -78,7 +91,7 @@ fn store(consumer: &BaseConsumer<SourceContext>, trackers: &Trackers, input: &st
     if tpl.count() > 0
         && let Err(e) = consumer.store_offsets(&tpl)
     {
-        tracing::debug!(input, error = %e, "storing offsets");
+        tracing::warn!(input, error = %e, "storing offsets");
     }
 }
 
