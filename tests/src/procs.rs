@@ -80,10 +80,16 @@ pub fn kafka_dev(topics: &[&str]) -> (Proc, String) {
 
 /// `switchyard run CONFIG`, its log written to `log`.
 pub fn router(config: &Path, log: &Path) -> Proc {
+    router_env(config, log, &[])
+}
+
+/// `switchyard run CONFIG` with extra environment variables.
+pub fn router_env(config: &Path, log: &Path, env: &[(String, String)]) -> Proc {
     let log_file = std::fs::File::create(log).expect("create log file");
     let child = Command::new(switchyard_bin())
         .arg("run")
         .arg(config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(
             "SWITCHYARD_LOG",
             std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "info".into()),

@@ -1,0 +1,136 @@
+//! `switchyard validate` rejects a configuration with an error of each kind, naming the
+//! problem and its line and column.
+
+use std::process::Command;
+
+use switchyard_tests::plugins;
+use switchyard_tests::procs::Scratch;
+use switchyard_tests::switchyard_bin;
+
+/// A valid base configuration; each case replaces one line.
+fn base(filter: &str) -> String {
+    format!(
+        r#"[kafka.main]
+bootstrap = "embedded"
+[inputs.orders]
+kafka = {{ cluster = "main", topics = ["orders"], group = "g" }}
+[inputs.feed]
+zmq = {{ socket = "pull", bind = ["tcp://127.0.0.1:5999"] }}
+[outputs.valid]
+kafka = {{ cluster = "main", topic = "orders.valid" }}
+[outputs.dead]
+kafka = {{ cluster = "main", topic = "orders.dlq" }}
+[[routes]]
+name = "orders"
+from = ["orders"]
+plugins = [{{ path = "{filter}", config = {{ field = "a", op = "exists" }} }}]
+to = ["valid"]
+dead_letter = "dead"
+"#
+    )
+}
+
+fn validate(scratch: &Scratch, name: &str, text: &str) -> (Option<i32>, String) {
+    let file = scratch.write(name, text);
+    let out = Command::new(switchyard_bin())
+        .arg("validate")
+        .arg(&file)
+        .env_remove("SWITCHYARD_TEST_UNSET")
+        .output()
+        .expect("run validate");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn each_kind_of_error_is_named_with_its_place() {
+    let scratch = Scratch::new("validate");
+    let good = base(plugins::JSON_FILTER);
+    let (code, err) = validate(&scratch, "good.toml", &good);
+    assert_eq!(code, Some(0), "{err}");
+
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "syntax",
+            "to = [\"valid\"]",
+            "to = [\"valid\"",
+            "16:1: missing comma between array elements",
+        ),
+        (
+            "unknown-field",
+            "dead_letter = \"dead\"",
+            "dead_lettr = \"dead\"",
+            "unknown field `dead_lettr`",
+        ),
+        (
+            "dangling-output",
+            "to = [\"valid\"]",
+            "to = [\"vaild\"]",
+            "15:7: route `orders`: `to` names no output `vaild`",
+        ),
+        (
+            "dangling-input",
+            "from = [\"orders\"]",
+            "from = [\"ordres\"]",
+            "13:9: route `orders`: no input named `ordres`",
+        ),
+        (
+            "missing-variable",
+            "bootstrap = \"embedded\"",
+            "bootstrap = \"${SWITCHYARD_TEST_UNSET}\"",
+            "2:14: environment variable `SWITCHYARD_TEST_UNSET` is not set",
+        ),
+        (
+            "missing-cluster",
+            "cluster = \"main\", topic = \"orders.dlq\"",
+            "cluster = \"mian\", topic = \"orders.dlq\"",
+            "10:21: output `dead`: no kafka cluster named `mian`",
+        ),
+        (
+            "loop",
+            "topic = \"orders.valid\"",
+            "topic = \"orders\"",
+            "writes to topic `orders` that input `orders` reads: messages would loop",
+        ),
+        (
+            "socket-direction",
+            "socket = \"pull\"",
+            "socket = \"push\"",
+            "6:18: input `feed`: a `push` socket cannot be an input",
+        ),
+        (
+            "endpoint",
+            "tcp://127.0.0.1:5999",
+            "127.0.0.1:5999",
+            "is not a ZeroMQ endpoint",
+        ),
+        (
+            "plugin-missing",
+            plugins::JSON_FILTER,
+            "/nonexistent/filter.wasm",
+            "plugin file /nonexistent/filter.wasm does not exist",
+        ),
+        (
+            "plugin-init",
+            "field = \"a\", op = \"exists\"",
+            "field = \"a\", op = \"like\"",
+            "init failed: setting `op` = \"like\" is invalid",
+        ),
+    ];
+    for (name, from, to, expected) in cases {
+        assert!(good.contains(from), "{name}: base lacks {from}");
+        let text = good.replacen(from, to, 1);
+        let (code, err) = validate(&scratch, &format!("{name}.toml"), &text);
+        assert_eq!(code, Some(1), "{name}: exit status; stderr: {err}");
+        assert!(
+            err.contains(expected),
+            "{name}: expected {expected:?} in:\n{err}"
+        );
+        assert!(
+            err.contains(&format!("{name}.toml:")),
+            "{name}: no file:line in:\n{err}"
+        );
+    }
+}
