@@ -163,7 +163,7 @@ impl KafkaSource {
             let mut all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(
                 all.entry((message.topic().to_owned(), message.partition()))
-                    .or_insert_with(PartitionTracker::new),
+                    .or_default(),
             )
         };
         tracker.begin(message.offset())
