@@ -44,7 +44,9 @@ to = ["out"]
         .collect();
     produce(&bootstrap, "in", &input);
     let _router = router(&cfg, &scratch.path("router.log"));
-    assert!(wait_until(Duration::from_secs(120), || topic_size(&bootstrap, "out") > 0));
+    assert!(wait_until(Duration::from_secs(120), || topic_size(
+        &bootstrap, "out"
+    ) > 0));
     let start = Instant::now();
     assert!(wait_until(Duration::from_secs(300), || {
         topic_size(&bootstrap, "out") >= KAFKA_MESSAGES as i64
@@ -76,15 +78,18 @@ to = ["out"]
     let ctx = zmq::Context::new();
     let pull = ctx.socket(zmq::PULL).expect("pull");
     pull.set_rcvhwm(100_000).expect("hwm");
-    pull.connect(&format!("tcp://127.0.0.1:{out_port}")).expect("connect");
+    pull.connect(&format!("tcp://127.0.0.1:{out_port}"))
+        .expect("connect");
     let sender = std::thread::spawn(move || {
         let ctx = zmq::Context::new();
         let push = ctx.socket(zmq::PUSH).expect("push");
         push.set_sndhwm(100_000).expect("hwm");
-        push.connect(&format!("tcp://127.0.0.1:{in_port}")).expect("connect");
+        push.connect(&format!("tcp://127.0.0.1:{in_port}"))
+            .expect("connect");
         let messages: Vec<String> = (0..1000).map(payload).collect();
         for i in 0..ZMQ_MESSAGES {
-            push.send(messages[(i % 1000) as usize].as_bytes(), 0).expect("send");
+            push.send(messages[(i % 1000) as usize].as_bytes(), 0)
+                .expect("send");
         }
         // Keep the socket open until everything is read.
         std::thread::sleep(Duration::from_secs(5));
@@ -103,6 +108,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    println!("kafka -> passthrough -> kafka:   {:>10.0} msg/s", kafka_to_kafka());
-    println!("zmq push -> passthrough -> pull: {:>10.0} msg/s", zmq_push_to_pull());
+    println!(
+        "kafka -> passthrough -> kafka:   {:>10.0} msg/s",
+        kafka_to_kafka()
+    );
+    println!(
+        "zmq push -> passthrough -> pull: {:>10.0} msg/s",
+        zmq_push_to_pull()
+    );
 }

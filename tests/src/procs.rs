@@ -19,13 +19,19 @@ impl Proc {
         self.child.id()
     }
 
-    /// Sends a signal by name (`TERM`, `KILL`, ...).
+    /// Sends a signal by name: `TERM`, `INT`, `KILL` or `HUP`.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
+        let signal = match name {
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            "KILL" => libc::SIGKILL,
+            "HUP" => libc::SIGHUP,
+            other => panic!("unknown signal {other}"),
+        };
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) with a pid this process spawned and has not reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill -{name} failed");
     }
 
     /// Waits up to `timeout` for the process to exit.

@@ -135,6 +135,11 @@ pub fn main() -> ExitCode {
     })
 }
 
+/// Loads a configuration file, printing its problems to stderr; `None` when it has any.
+fn load_config(file: &std::path::Path) -> Option<(crate::config::ConfigFile, String)> {
+    crate::config::load(file).map_err(|e| eprintln!("{e}")).ok()
+}
+
 /// Logs to stderr, filtered by `SWITCHYARD_LOG` (default `info`).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")

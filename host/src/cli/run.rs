@@ -5,19 +5,14 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::config;
 use crate::router::{Router, RouterHandle, Shutdown};
 
 /// How often the running router logs its per-route counts.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 pub(super) fn run(file: &Path) -> anyhow::Result<ExitCode> {
-    let (parsed, text) = match config::load(file) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some((parsed, text)) = super::load_config(file) else {
+        return Ok(ExitCode::FAILURE);
     };
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;

@@ -7,12 +7,8 @@ use crate::config;
 use crate::plugin::{PluginRuntime, RuntimeOptions};
 
 pub(super) fn run(file: &Path) -> anyhow::Result<ExitCode> {
-    let (parsed, text) = match config::load(file) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some((parsed, text)) = super::load_config(file) else {
+        return Ok(ExitCode::FAILURE);
     };
     let runtime = PluginRuntime::new(RuntimeOptions::default())?;
     let base = file.parent().unwrap_or(Path::new("."));
