@@ -107,39 +107,24 @@ pub fn router_env(config: &Path, log: &Path, env: &[(String, String)]) -> Proc {
     Proc { child }
 }
 
-/// A scratch directory for one test, with a config file written into it.
+/// A scratch directory for one test, removed when dropped.
 pub struct Scratch {
-    dir: tempfile_dir::Dir,
-}
-
-mod tempfile_dir {
-    /// A directory under the system temp dir, removed when dropped.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    dir: tempfile::TempDir,
 }
 
 impl Scratch {
-    /// A fresh directory.
+    /// A fresh directory whose name starts with `switchyard-NAME-`.
     pub fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch {
-            dir: tempfile_dir::Dir(dir),
-        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("switchyard-{name}-"))
+            .tempdir()
+            .expect("create scratch dir");
+        Scratch { dir }
     }
 
     /// A path inside the directory.
     pub fn path(&self, file: &str) -> PathBuf {
-        self.dir.0.join(file)
+        self.dir.path().join(file)
     }
 
     /// Writes a file and returns its path.
