@@ -202,3 +202,50 @@ to = ["big"]
     assert_eq!(sizes, want);
     stop(proc);
 }
+
+#[test]
+fn dealer_to_router_input_and_dealer_output() {
+    let (in_port, out_port) = (free_port(), free_port());
+    let scratch = Scratch::new("dealer");
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[inputs.requests]
+zmq = {{ socket = "router", bind = ["tcp://127.0.0.1:{in_port}"] }}
+[outputs.workers]
+zmq = {{ socket = "dealer", bind = ["tcp://127.0.0.1:{out_port}"] }}
+[[routes]]
+name = "requests"
+from = ["requests"]
+to = ["workers"]
+"#
+        ),
+    );
+    let proc = router(&cfg, &scratch.path("router.log"));
+    let ctx = zmq::Context::new();
+    let client = ctx.socket(zmq::DEALER).expect("dealer");
+    client.set_identity(b"client-1").expect("identity");
+    client
+        .connect(&format!("tcp://127.0.0.1:{in_port}"))
+        .expect("connect");
+    let worker = ctx.socket(zmq::DEALER).expect("dealer");
+    worker
+        .connect(&format!("tcp://127.0.0.1:{out_port}"))
+        .expect("connect");
+    for i in 0..20 {
+        client
+            .send(format!("request {i}").as_bytes(), 0)
+            .expect("send");
+    }
+    let got = receive(&worker, 20);
+    let payloads: Vec<Vec<Vec<u8>>> = got;
+    let want: Vec<Vec<Vec<u8>>> = (0..20)
+        .map(|i| vec![format!("request {i}").into_bytes()])
+        .collect();
+    assert_eq!(
+        payloads, want,
+        "the ROUTER input strips the identity; DEALER sends the payload"
+    );
+    stop(proc);
+}
