@@ -2,7 +2,8 @@
 //! stored only as far as every earlier message of the partition is acknowledged (see
 //! [`crate::pipeline::PartitionTracker`]), and committed by librdkafka.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ const REVOKE_DRAIN: Duration = Duration::from_secs(30);
 struct SourceContext {
     input: String,
     trackers: Trackers,
+    /// Set when partitions were revoked, so a batch being gathered can drop what it
+    /// polled from them.
+    revoked: AtomicBool,
 }
 
 impl ClientContext for SourceContext {}
@@ -31,6 +35,7 @@ impl ClientContext for SourceContext {}
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
+            self.revoked.store(true, Ordering::Release);
             let deadline = Instant::now() + REVOKE_DRAIN;
             let revoked: Vec<(String, i32)> = partitions
                 .elements()
@@ -126,6 +131,7 @@ impl KafkaSource {
             .create_with_context(SourceContext {
                 input: name.to_owned(),
                 trackers: Arc::clone(&trackers),
+                revoked: AtomicBool::new(false),
             })
             .with_context(|| format!("input `{name}`: cannot create a Kafka consumer"))?;
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -141,21 +147,43 @@ impl KafkaSource {
 
     /// Waits up to `wait` for a first message, then takes whatever else is already
     /// fetched, up to `max`: batches form from what is queued, never by waiting to fill.
+    ///
+    /// Messages are tracked only once the batch is complete: a revoke during the gathering
+    /// then waits only for work already handed out, and what was polled from the revoked
+    /// partitions is dropped for their next owner to read.
     pub fn poll_batch(&self, max: usize, wait: Duration) -> Vec<KafkaMessage<'_>> {
-        let mut batch = Vec::new();
+        let context = self.consumer.context();
+        context.revoked.store(false, Ordering::Release);
+        let mut polled = Vec::new();
         let mut timeout = wait;
-        while batch.len() < max {
+        while polled.len() < max {
             match self.consumer.poll(timeout) {
-                Some(Ok(message)) => {
-                    let ack = self.track(&message);
-                    batch.push(KafkaMessage { message, ack });
-                }
+                Some(Ok(message)) => polled.push(message),
                 Some(Err(e)) => tracing::warn!(input = %self.name, error = %e, "consumer error"),
                 None => break,
             }
             timeout = Duration::ZERO;
         }
-        batch
+        if context.revoked.load(Ordering::Acquire) {
+            match self.consumer.assignment() {
+                Ok(assigned) => {
+                    let owned: HashSet<(String, i32)> = assigned
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic().to_owned(), e.partition()))
+                        .collect();
+                    polled.retain(|m| owned.contains(&(m.topic().to_owned(), m.partition())));
+                }
+                Err(e) => tracing::warn!(input = %self.name, error = %e, "reading the assignment"),
+            }
+        }
+        polled
+            .into_iter()
+            .map(|message| {
+                let ack = self.track(&message);
+                KafkaMessage { message, ack }
+            })
+            .collect()
     }
 
     fn track(&self, message: &BorrowedMessage<'_>) -> Ack {
