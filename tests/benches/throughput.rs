@@ -91,8 +91,8 @@ to = ["out"]
             push.send(messages[(i % 1000) as usize].as_bytes(), 0)
                 .expect("send");
         }
-        // Keep the socket open until everything is read.
-        std::thread::sleep(Duration::from_secs(5));
+        // Dropping the socket and its context waits (infinite linger) until everything
+        // queued has been sent.
     });
     pull.recv_bytes(0).expect("first message");
     let start = Instant::now();
