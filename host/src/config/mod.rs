@@ -335,7 +335,7 @@ impl PluginRef {
 }
 
 /// Reads, interpolates and parses a configuration file. Semantic checks are
-/// [`validate`]'s.
+/// [`validate()`]'s.
 pub fn load(path: &Path) -> Result<(ConfigFile, String), ConfigError> {
     load_with(path, |name| std::env::var(name).ok())
 }
