@@ -61,6 +61,15 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A ZeroMQ socket of `kind` connected to `tcp://127.0.0.1:PORT`.
+pub fn zmq_connect(ctx: &zmq::Context, kind: zmq::SocketType, port: u16) -> zmq::Socket {
+    let socket = ctx.socket(kind).expect("create a socket");
+    socket
+        .connect(&format!("tcp://127.0.0.1:{port}"))
+        .expect("connect");
+    socket
+}
+
 /// Polls `condition` until it holds or `deadline` passes; returns whether it held.
 pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + deadline;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_tests::kafka::{Input, produce, read_topic};
 use switchyard_tests::procs::{Proc, Scratch, kafka_dev, router};
-use switchyard_tests::{free_port, plugins, wait_until};
+use switchyard_tests::{free_port, plugins, wait_until, zmq_connect};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -59,9 +59,7 @@ to = ["ticks"]
     );
     let proc = router(&cfg, &scratch.path("router.log"));
     let ctx = zmq::Context::new();
-    let push = ctx.socket(zmq::PUSH).expect("push");
-    push.connect(&format!("tcp://127.0.0.1:{port}"))
-        .expect("connect");
+    let push = zmq_connect(&ctx, zmq::PUSH, port);
     for i in 0..100 {
         push.send(format!("tick {i}").as_bytes(), 0).expect("send");
     }
@@ -98,9 +96,7 @@ to = ["workers", "ticker"]
     );
     let proc = router(&cfg, &scratch.path("router.log"));
     let ctx = zmq::Context::new();
-    let pull = ctx.socket(zmq::PULL).expect("pull");
-    pull.connect(&format!("tcp://127.0.0.1:{push_port}"))
-        .expect("connect");
+    let pull = zmq_connect(&ctx, zmq::PULL, push_port);
     let sub = ctx.socket(zmq::SUB).expect("sub");
     sub.set_subscribe(b"").expect("subscribe");
     sub.connect(&format!("tcp://127.0.0.1:{pub_port}"))
@@ -183,12 +179,8 @@ to = ["big"]
     );
     let proc = router(&cfg, &scratch.path("router.log"));
     let ctx = zmq::Context::new();
-    let push = ctx.socket(zmq::PUSH).expect("push");
-    push.connect(&format!("tcp://127.0.0.1:{in_port}"))
-        .expect("connect");
-    let pull = ctx.socket(zmq::PULL).expect("pull");
-    pull.connect(&format!("tcp://127.0.0.1:{out_port}"))
-        .expect("connect");
+    let push = zmq_connect(&ctx, zmq::PUSH, in_port);
+    let pull = zmq_connect(&ctx, zmq::PULL, out_port);
     for i in 0..40 {
         push.send(format!(r#"{{"size": {i}}}"#).as_bytes(), 0)
             .expect("send");
@@ -229,10 +221,7 @@ to = ["workers"]
     client
         .connect(&format!("tcp://127.0.0.1:{in_port}"))
         .expect("connect");
-    let worker = ctx.socket(zmq::DEALER).expect("dealer");
-    worker
-        .connect(&format!("tcp://127.0.0.1:{out_port}"))
-        .expect("connect");
+    let worker = zmq_connect(&ctx, zmq::DEALER, out_port);
     for i in 0..20 {
         client
             .send(format!("request {i}").as_bytes(), 0)

@@ -46,9 +46,7 @@ impl ConsumerContext for SourceContext {
                 let all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
                 revoked.iter().filter_map(|k| all.get(k).cloned()).collect()
             };
-            while trackers.iter().any(|t| t.in_flight() > 0) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            drain(&trackers, deadline);
             store(consumer, &self.trackers, &self.input);
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(input = %self.input, error = %e, "commit on revoke");
@@ -78,6 +76,13 @@ impl ConsumerContext for SourceContext {
         if let Rebalance::Assign(partitions) = rebalance {
             tracing::info!(input = %self.input, partitions = partitions.count(), "partitions assigned");
         }
+    }
+}
+
+/// Waits until nothing is in flight on these partitions, or `deadline` passes.
+fn drain(trackers: &[Arc<PartitionTracker>], deadline: Instant) {
+    while trackers.iter().any(|t| t.in_flight() > 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -213,9 +218,7 @@ impl KafkaSource {
             .values()
             .cloned()
             .collect();
-        while trackers.iter().any(|t| t.in_flight() > 0) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        drain(&trackers, deadline);
         self.store_progress();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(input = %self.name, error = %e, "final commit");

@@ -176,14 +176,7 @@ impl RouteRunner {
             match item {
                 Item::Original => {
                     let headers = m.headers();
-                    let rec = OutRecord {
-                        key: m.key(),
-                        payload: m.payload(),
-                        headers: &headers,
-                        partition: None,
-                        timestamp: m.timestamp(),
-                    };
-                    send_all(&self.spec.to, &rec, ack, &stats);
+                    send_all(&self.spec.to, &original(m, &headers), ack, &stats);
                 }
                 Item::Emitted(o) => {
                     let headers: Vec<(&str, &[u8])> = o
@@ -251,17 +244,21 @@ impl RouteRunner {
             ("switchyard-origin-partition", partition.as_bytes()),
             ("switchyard-origin-offset", offset.as_bytes()),
         ]);
-        let rec = OutRecord {
-            key: m.key(),
-            payload: m.payload(),
-            headers: &headers,
-            partition: None,
-            timestamp: m.timestamp(),
-        };
-        match sink.send(&rec, m.ack().cloned()) {
+        match sink.send(&original(m, &headers), m.ack().cloned()) {
             Ok(()) => RouteStats::add(&stats.dead_lettered, 1),
             Err(e) => tracing::error!(route = %self.spec.name, "dead letter not written: {e:#}"),
         }
+    }
+}
+
+/// The input message itself as a record, with `headers` (its own, possibly extended).
+fn original<'a, M: Incoming>(m: &'a M, headers: &'a [(&'a str, &'a [u8])]) -> OutRecord<'a> {
+    OutRecord {
+        key: m.key(),
+        payload: m.payload(),
+        headers,
+        partition: None,
+        timestamp: m.timestamp(),
     }
 }
 
