@@ -95,6 +95,8 @@ pub fn router_env(config: &Path, log: &Path, env: &[(String, String)]) -> Proc {
     let child = Command::new(switchyard_bin())
         .arg("run")
         .arg(config)
+        // Admin endpoints on ports of their own; a test that wants one sets it in `env`.
+        .env("SWITCHYARD_ADMIN_LISTEN", "127.0.0.1:0")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env(
             "SWITCHYARD_LOG",

@@ -2,6 +2,7 @@
 //! with no other step. Builds the example plugins, starts the embedded Kafka cluster, a
 //! ZeroMQ price feed and an order generator, and shows per-route counts every second.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -33,17 +34,23 @@ pub(super) fn run(duration: Option<u64>) -> anyhow::Result<ExitCode> {
     let feed_port = free_port()?;
     let alerts_port = free_port()?;
     let file = root.join("examples/quickstart.toml");
-    let (parsed, text) = config::load_with(&file, |name| match name {
-        "FEED_PORT" => Some(feed_port.to_string()),
-        "ALERTS_PORT" => Some(alerts_port.to_string()),
-        "KAFKA_BOOTSTRAP" => Some("embedded".to_owned()),
-        _ => None,
+    let variables = BTreeMap::from([
+        ("FEED_PORT".to_owned(), feed_port.to_string()),
+        ("ALERTS_PORT".to_owned(), alerts_port.to_string()),
+        ("KAFKA_BOOTSTRAP".to_owned(), "embedded".to_owned()),
+    ]);
+    let (parsed, text) = config::load_with(&file, |name| {
+        variables
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    let router = Router::prepare(parsed, &text, &file)?;
+    let mut router = Router::start(&file, variables, parsed, &text)?;
+    let requests = super::run::serve_control(&router, &file, &shutdown, false)?;
     let handle = router.handle();
     let bootstrap = handle
         .embedded
@@ -69,7 +76,7 @@ pub(super) fn run(duration: Option<u64>) -> anyhow::Result<ExitCode> {
     eprintln!(
         "switchyard demo: embedded Kafka at {bootstrap}; Ctrl-C stops (the drain takes a moment)"
     );
-    router.run(&shutdown)?;
+    router.serve(&shutdown, &requests)?;
     shutdown.trigger();
     for t in threads {
         let _ = t.join();

@@ -1,11 +1,15 @@
 //! `switchyard run FILE`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crossbeam_channel::unbounded;
+
 use crate::router::{Router, RouterHandle, Shutdown};
+use crate::{admin, reload};
 
 /// How often the running router logs its per-route counts.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -16,12 +20,38 @@ pub(super) fn run(file: &Path) -> anyhow::Result<ExitCode> {
     };
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    let router = Router::prepare(parsed, &text, file)?;
+    let mut router = Router::start(file, BTreeMap::new(), parsed, &text)?;
+    let requests = serve_control(&router, file, &shutdown, true)?;
     let reporter = spawn_reporter(router.handle(), shutdown.clone());
-    router.run(&shutdown)?;
+    router.serve(&shutdown, &requests)?;
     let _ = reporter.join();
     tracing::info!("switchyard stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts what can ask `router` to reload (SIGHUP, the file watcher, the admin endpoint)
+/// and returns where their requests arrive. An admin address that cannot be bound fails
+/// when `admin_required`, else is logged.
+pub(super) fn serve_control(
+    router: &Router,
+    file: &Path,
+    shutdown: &Shutdown,
+    admin_required: bool,
+) -> anyhow::Result<crossbeam_channel::Receiver<reload::Request>> {
+    let (tx, rx) = unbounded();
+    let config = router
+        .config()
+        .ok_or_else(|| anyhow::anyhow!("no configuration is running"))?;
+    reload::on_sighup(tx.clone())?;
+    reload::watch(file, &config.reload, tx.clone(), shutdown.clone())?;
+    if let Some(listen) = admin::listen_address(config.admin.listen.get_ref()) {
+        match admin::start(&listen, router.handle(), tx) {
+            Ok(_) => {}
+            Err(e) if admin_required => return Err(e),
+            Err(e) => tracing::warn!("{e:#}"),
+        }
+    }
+    Ok(rx)
 }
 
 /// Logs per-route counts every [`REPORT_EVERY`] until shutdown.
@@ -35,9 +65,13 @@ fn spawn_reporter(handle: RouterHandle, shutdown: Shutdown) -> std::thread::Join
                 continue;
             }
             waited = Duration::ZERO;
-            for (route, s) in &handle.routes {
+            let Some(running) = handle.running() else {
+                continue;
+            };
+            for route in &running.routes {
+                let s = handle.metrics.route(&route.name);
                 tracing::info!(
-                    route = %route,
+                    route = %route.name,
                     received = s.received.load(Ordering::Relaxed),
                     sent = s.sent.load(Ordering::Relaxed),
                     dropped = s.dropped.load(Ordering::Relaxed),

@@ -108,6 +108,9 @@ pub struct ConfigFile {
     /// The admin HTTP endpoint.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// How changes to the file and its plugins are noticed.
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Kafka clusters by name.
     #[serde(default)]
     pub kafka: BTreeMap<String, Spanned<KafkaCluster>>,
@@ -123,10 +126,11 @@ pub struct ConfigFile {
 }
 
 /// `[admin]`: the HTTP endpoint for metrics, health and reload.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Address to listen on; loopback only by default.
+    /// Address to listen on; loopback only by default. An empty string turns the endpoint
+    /// off; the environment variable `SWITCHYARD_ADMIN_LISTEN` overrides this.
     #[serde(default = "AdminConfig::default_listen")]
     pub listen: Spanned<String>,
 }
@@ -145,8 +149,57 @@ impl Default for AdminConfig {
     }
 }
 
+/// `[reload]`: how changes to the configuration file and its plugins are noticed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// `"events"` (watch the directories), `"poll"` (compare contents every
+    /// `poll_interval_ms`, for file systems without change events) or `"off"` (reload on
+    /// SIGHUP and `POST /reload` only).
+    #[serde(default)]
+    pub watch: WatchMode,
+    /// How long files must stay unchanged before a change is loaded, in milliseconds.
+    #[serde(default = "ReloadConfig::default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// How often `watch = "poll"` compares, in milliseconds.
+    #[serde(default = "ReloadConfig::default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+impl ReloadConfig {
+    fn default_debounce_ms() -> u64 {
+        200
+    }
+    fn default_poll_interval_ms() -> u64 {
+        1000
+    }
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: WatchMode::default(),
+            debounce_ms: Self::default_debounce_ms(),
+            poll_interval_ms: Self::default_poll_interval_ms(),
+        }
+    }
+}
+
+/// How file changes are noticed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// Directory change events (inotify on Linux).
+    #[default]
+    Events,
+    /// Comparing contents at an interval.
+    Poll,
+    /// No watching.
+    Off,
+}
+
 /// `[kafka.NAME]`: a Kafka cluster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaCluster {
     /// `"host1:9092,host2:9092"`, or `"embedded"` for an in-process development cluster.
@@ -160,7 +213,7 @@ pub struct KafkaCluster {
 }
 
 /// `[inputs.NAME]`: exactly one of `kafka` or `zmq`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {
     /// Consume Kafka topics in a consumer group.
@@ -170,7 +223,7 @@ pub struct InputConfig {
 }
 
 /// A Kafka input.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaInput {
     /// Name of a `[kafka.NAME]` cluster.
@@ -182,7 +235,7 @@ pub struct KafkaInput {
 }
 
 /// `[outputs.NAME]`: exactly one of `kafka` or `zmq`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
     /// Produce to a Kafka topic.
@@ -192,7 +245,7 @@ pub struct OutputConfig {
 }
 
 /// A Kafka output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaOutput {
     /// Name of a `[kafka.NAME]` cluster.
@@ -242,7 +295,7 @@ impl ZmqSocketType {
 }
 
 /// A ZeroMQ socket, for an input or an output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZmqEndpoint {
     /// `sub`, `pull` or `router` for inputs; `pub`, `push` or `dealer` for outputs.

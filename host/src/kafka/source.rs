@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard_abi::Origin;
 
+use crate::metrics::InputStats;
 use crate::pipeline::{Ack, Incoming, PartitionTracker};
 
 type Trackers = Arc<Mutex<HashMap<(String, i32), Arc<PartitionTracker>>>>;
@@ -28,9 +30,25 @@ struct SourceContext {
     /// Set when partitions were revoked, so a batch being gathered can drop what it
     /// polled from them.
     revoked: AtomicBool,
+    /// Readiness, assignments and lag, for the admin endpoint.
+    stats: Arc<InputStats>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut lag = BTreeMap::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" entry; a negative lag
+                // means the partition is not being consumed.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    lag.insert((topic.clone(), *partition), p.consumer_lag);
+                }
+            }
+        }
+        self.stats.set_lag(lag);
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -74,6 +92,8 @@ impl ConsumerContext for SourceContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
+            self.stats.assignments.fetch_add(1, Ordering::Relaxed);
+            self.stats.ready.store(true, Ordering::Relaxed);
             tracing::info!(input = %self.input, partitions = partitions.count(), "partitions assigned");
         }
     }
@@ -120,6 +140,7 @@ impl KafkaSource {
         options: &BTreeMap<String, String>,
         topics: &[String],
         group: &str,
+        stats: Arc<InputStats>,
     ) -> anyhow::Result<Self> {
         let mut config = super::client_config(bootstrap, &BTreeMap::new());
         config
@@ -127,7 +148,9 @@ impl KafkaSource {
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // Consumer lag for `/metrics` comes from librdkafka's statistics.
+            .set("statistics.interval.ms", "1000");
         for (key, value) in options {
             config.set(key, value);
         }
@@ -137,6 +160,7 @@ impl KafkaSource {
                 input: name.to_owned(),
                 trackers: Arc::clone(&trackers),
                 revoked: AtomicBool::new(false),
+                stats,
             })
             .with_context(|| format!("input `{name}`: cannot create a Kafka consumer"))?;
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();

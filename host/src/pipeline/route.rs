@@ -5,15 +5,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use switchyard_abi::{BatchWriter, Origin, Outcome, Output};
 
 use super::{Incoming, OutRecord, Sink};
 use crate::config::When;
+use crate::metrics::{Histogram, PluginStats};
 use crate::plugin::{PluginError, PluginInstance};
 
 /// Per-route counters, shared by every input thread that runs the route.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RouteStats {
     /// Messages that matched the route.
     pub received: AtomicU64,
@@ -27,6 +29,22 @@ pub struct RouteStats {
     pub failed: AtomicU64,
     /// Records written to the dead-letter output.
     pub dead_lettered: AtomicU64,
+    /// Messages per batch that matched the route.
+    pub batch_size: Histogram,
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        RouteStats {
+            received: AtomicU64::default(),
+            sent: AtomicU64::default(),
+            dropped: AtomicU64::default(),
+            rejected: AtomicU64::default(),
+            failed: AtomicU64::default(),
+            dead_lettered: AtomicU64::default(),
+            batch_size: crate::metrics::batch_histogram(),
+        }
+    }
 }
 
 impl RouteStats {
@@ -69,13 +87,14 @@ struct DeadLetter {
 /// A route with its own plugin instances, run by one input thread.
 pub struct RouteRunner {
     spec: RouteSpec,
-    plugins: Vec<PluginInstance>,
+    plugins: Vec<(PluginInstance, Arc<PluginStats>)>,
     writer: BatchWriter,
 }
 
 impl RouteRunner {
-    /// A runner for `spec` with this thread's plugin instances, in chain order.
-    pub fn new(spec: RouteSpec, plugins: Vec<PluginInstance>) -> Self {
+    /// A runner for `spec` with this thread's plugin instances and their counters, in chain
+    /// order.
+    pub fn new(spec: RouteSpec, plugins: Vec<(PluginInstance, Arc<PluginStats>)>) -> Self {
         RouteRunner {
             spec,
             plugins,
@@ -101,9 +120,10 @@ impl RouteRunner {
             return;
         }
         RouteStats::add(&stats.received, items.len() as u64);
+        stats.batch_size.observe(items.len() as f64);
         let mut dead: Vec<Option<DeadLetter>> = (0..batch.len()).map(|_| None).collect();
 
-        for plugin in &mut self.plugins {
+        for (plugin, plugin_stats) in &mut self.plugins {
             if items.is_empty() {
                 break;
             }
@@ -134,7 +154,10 @@ impl RouteRunner {
                 kind,
                 reason,
             };
-            match plugin.process(&self.writer) {
+            let started = Instant::now();
+            let result = plugin.process(&self.writer);
+            plugin_stats.observe_call(started.elapsed());
+            match result {
                 Ok(outcomes) => {
                     let mut next = Vec::with_capacity(items.len());
                     for ((i, item), outcome) in items.into_iter().zip(outcomes) {
@@ -155,6 +178,7 @@ impl RouteRunner {
                 Err(e) => {
                     tracing::warn!(route = %self.spec.name, plugin = compiled.name(), kind = e.kind().as_str(), "{e}");
                     RouteStats::add(&stats.failed, items.len() as u64);
+                    plugin_stats.error(e.kind().as_str(), items.len() as u64);
                     for (i, _) in items.drain(..) {
                         dead[i].get_or_insert_with(|| blame(e.kind().as_str(), e.to_string()));
                     }
@@ -165,7 +189,7 @@ impl RouteRunner {
         let (last_plugin, last_hash) = self
             .plugins
             .last()
-            .map(|p| (p.plugin().name().to_owned(), p.plugin().hash().to_owned()))
+            .map(|(p, _)| (p.plugin().name().to_owned(), p.plugin().hash().to_owned()))
             .unwrap_or_default();
         for (i, item) in items {
             if dead[i].is_some() {
@@ -197,6 +221,9 @@ impl RouteRunner {
                             Some(sink) => send_all(std::slice::from_ref(sink), &rec, ack, &stats),
                             None => {
                                 RouteStats::add(&stats.failed, 1);
+                                if let Some((_, last)) = self.plugins.last() {
+                                    last.error("destination", 1);
+                                }
                                 dead[i].get_or_insert(DeadLetter {
                                     plugin: last_plugin.clone(),
                                     hash: last_hash.clone(),

@@ -4,7 +4,8 @@
 //! Guarantees: a ZeroMQ input is **at-most-once** (ZeroMQ gives no acknowledgement). A
 //! PUSH or DEALER output acknowledges a record once libzmq has queued it and blocks while
 //! its queue is full, which back-pressures a Kafka input behind it; a PUB output never
-//! blocks and libzmq drops at the high-water mark.
+//! blocks: a record a subscriber has no room for (its high-water mark is reached) is
+//! dropped and counted in `switchyard_zmq_dropped_total`.
 //!
 //! Multipart mapping:
 //!
@@ -40,11 +41,13 @@ fn open_socket(ctx: &zmq::Context, name: &str, e: &ZmqEndpoint) -> anyhow::Resul
         ZmqSocketType::Sub => zmq::SUB,
         ZmqSocketType::Pull => zmq::PULL,
         ZmqSocketType::Router => zmq::ROUTER,
-        ZmqSocketType::Pub => zmq::PUB,
+        // An XPUB with XPUB_NODROP behaves as a PUB towards subscribers, but reports a full
+        // subscriber queue as EAGAIN instead of dropping silently, so drops can be counted.
+        ZmqSocketType::Pub => zmq::XPUB,
         ZmqSocketType::Push => zmq::PUSH,
         ZmqSocketType::Dealer => zmq::DEALER,
     };
-    let socket = ctx
+    let mut socket = ctx
         .socket(kind)
         .with_context(|| format!("`{name}`: cannot create socket"))?;
     if let Some(hwm) = e.hwm {
@@ -52,6 +55,9 @@ fn open_socket(ctx: &zmq::Context, name: &str, e: &ZmqEndpoint) -> anyhow::Resul
         socket.set_sndhwm(hwm)?;
     }
     socket.set_linger(e.linger_ms.unwrap_or(1000))?;
+    if *e.socket.get_ref() == ZmqSocketType::Pub {
+        set_xpub_nodrop(&mut socket)?;
+    }
     socket.set_rcvtimeo(POLL_MS)?;
     socket.set_sndtimeo(POLL_MS)?;
     if *e.socket.get_ref() == ZmqSocketType::Sub {
@@ -73,6 +79,25 @@ fn open_socket(ctx: &zmq::Context, name: &str, e: &ZmqEndpoint) -> anyhow::Resul
             .with_context(|| format!("`{name}`: cannot connect to {}", endpoint.get_ref()))?;
     }
     Ok(socket)
+}
+
+/// Sets ZMQ_XPUB_NODROP, which the zmq crate does not wrap.
+fn set_xpub_nodrop(socket: &mut zmq::Socket) -> anyhow::Result<()> {
+    let on: std::ffi::c_int = 1;
+    // SAFETY: the socket pointer is valid for the socket's lifetime, and the option value
+    // is a C int that outlives the call, as zmq_setsockopt requires.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            socket.as_mut_ptr(),
+            zmq_sys::ZMQ_XPUB_NODROP as std::ffi::c_int,
+            (&raw const on).cast(),
+            std::mem::size_of::<std::ffi::c_int>(),
+        )
+    };
+    if rc != 0 {
+        anyhow::bail!("cannot set ZMQ_XPUB_NODROP: {}", zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }));
+    }
+    Ok(())
 }
 
 /// The endpoint a socket is known by in origins: its first bind, else its first connect.

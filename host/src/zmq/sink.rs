@@ -11,6 +11,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
 
 use super::envelope;
 use crate::config::{ZmqEndpoint, ZmqSocketType};
+use crate::metrics::OutputStats;
 use crate::pipeline::{Ack, OutRecord, Sink};
 
 type Job = (Vec<Vec<u8>>, Option<Ack>);
@@ -31,8 +32,14 @@ pub struct ZmqSink {
 
 impl ZmqSink {
     /// Opens the socket and starts its thread.
-    pub fn start(ctx: &zmq::Context, name: &str, config: &ZmqEndpoint) -> anyhow::Result<Self> {
+    pub fn start(
+        ctx: &zmq::Context,
+        name: &str,
+        config: &ZmqEndpoint,
+        stats: Arc<OutputStats>,
+    ) -> anyhow::Result<Self> {
         let socket = super::open_socket(ctx, &format!("output `{name}`"), config)?;
+        let publish = *config.socket.get_ref() == ZmqSocketType::Pub;
         let (tx, rx) = bounded::<Job>(1024);
         let pending = Arc::new(AtomicUsize::new(0));
         let sent = Arc::new(AtomicU64::new(0));
@@ -44,6 +51,11 @@ impl ZmqSink {
             .name(format!("zmq-out-{name}"))
             .spawn(move || {
                 loop {
+                    if publish {
+                        // Subscriptions arrive as messages on an XPUB; libzmq has applied them
+                        // already, so they are only read to keep the queue empty.
+                        while socket.recv_bytes(zmq::DONTWAIT).is_ok() {}
+                    }
                     let (frames, ack) =
                         match rx.recv_timeout(Duration::from_millis(super::POLL_MS as u64)) {
                             Ok(job) => job,
@@ -52,10 +64,18 @@ impl ZmqSink {
                             }
                             Err(_) => break,
                         };
-                    // Blocks (in POLL_MS slices) while a PUSH or DEALER socket has no room.
+                    // Blocks (in POLL_MS slices) while a PUSH or DEALER socket has no room;
+                    // a PUB drops the record instead, and counts it.
+                    let flags = if publish { zmq::DONTWAIT } else { 0 };
+                    let mut dropped = false;
                     let delivered = loop {
-                        match socket.send_multipart(frames.iter(), 0) {
+                        match socket.send_multipart(frames.iter(), flags) {
                             Ok(()) => break true,
+                            Err(zmq::Error::EAGAIN) if publish => {
+                                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                                dropped = true;
+                                break true;
+                            }
                             Err(zmq::Error::EAGAIN) if !stopping.load(Ordering::Relaxed) => {}
                             Err(e) => {
                                 tracing::error!(output = %output, "send failed: {e}");
@@ -63,7 +83,7 @@ impl ZmqSink {
                             }
                         }
                     };
-                    if delivered {
+                    if delivered && !dropped {
                         sent2.fetch_add(1, Ordering::Relaxed);
                     } else if let Some(ack) = &ack {
                         ack.fail();

@@ -137,12 +137,20 @@ impl ZmqSource {
     }
 }
 
-impl Drop for ZmqSource {
-    fn drop(&mut self) {
+impl ZmqSource {
+    /// Stops receiving and closes the socket; what was already received stays queued for
+    /// [`ZmqSource::recv_batch`], so a stopping input can finish it.
+    pub fn stop_receiving(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for ZmqSource {
+    fn drop(&mut self) {
+        self.stop_receiving();
     }
 }
 

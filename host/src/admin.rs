@@ -1,0 +1,224 @@
+//! The admin HTTP endpoint: `/metrics` (Prometheus text), `/health/live`, `/health/ready`,
+//! `/routes` (JSON) and `POST /reload`. It runs on a thread of its own with a
+//! single-threaded Tokio runtime; nothing on the message path waits for it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::Router as Http;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use crossbeam_channel::Sender;
+use serde_json::json;
+
+use crate::reload::Request;
+use crate::router::{ReloadReport, RouterHandle};
+
+/// Environment variable that overrides `[admin] listen`.
+pub const LISTEN_ENV: &str = "SWITCHYARD_ADMIN_LISTEN";
+
+#[derive(Clone)]
+struct AdminState {
+    router: RouterHandle,
+    requests: Sender<Request>,
+}
+
+/// The address to listen on: `SWITCHYARD_ADMIN_LISTEN` if set, else `configured`; `None`
+/// when it is empty (the endpoint is off).
+pub fn listen_address(configured: &str) -> Option<String> {
+    let address = std::env::var(LISTEN_ENV).unwrap_or_else(|_| configured.to_owned());
+    let address = address.trim();
+    (!address.is_empty()).then(|| address.to_owned())
+}
+
+/// Binds `listen` and serves on a thread of its own; returns the bound address.
+pub fn start(
+    listen: &str,
+    router: RouterHandle,
+    requests: Sender<Request>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(listen).with_context(|| {
+        format!("admin endpoint: cannot listen on {listen} (set [admin] listen or {LISTEN_ENV})")
+    })?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let app = Http::new()
+        .route("/metrics", get(metrics))
+        .route("/health/live", get(|| async { "live\n" }))
+        .route("/health/ready", get(ready))
+        .route("/routes", get(routes))
+        .route("/reload", post(reload))
+        .with_state(AdminState { router, requests });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("admin endpoint: cannot start its runtime")?;
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        if let Err(e) = axum::serve(listener, app).await {
+                            tracing::error!("admin endpoint stopped: {e}");
+                        }
+                    }
+                    Err(e) => tracing::error!("admin endpoint: {e}"),
+                }
+            });
+        })?;
+    tracing::info!(address = %address, "admin endpoint listening");
+    Ok(address)
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.router.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn ready(State(state): State<AdminState>) -> Response {
+    let Some(running) = state.router.running() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration running\n")
+            .into_response();
+    };
+    let waiting: Vec<&str> = running
+        .inputs
+        .iter()
+        .filter(|(_, stats)| !stats.ready.load(Ordering::Relaxed))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if waiting.is_empty() {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: inputs not connected yet: {}\n", waiting.join(", ")),
+        )
+            .into_response()
+    }
+}
+
+async fn routes(State(state): State<AdminState>) -> Response {
+    let Some(running) = state.router.running() else {
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"routes": []}));
+    };
+    let routes: Vec<_> = running
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "from": r.from,
+                "to": r.to,
+                "plugins": r.plugins.iter().map(|p| json!({
+                    "name": p.name,
+                    "path": p.path.display().to_string(),
+                    "sha256": p.hash,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let body = json!({
+        "config": running.path.display().to_string(),
+        "version": running.version,
+        "generation": running.generation,
+        "loaded_at": rfc3339(running.loaded_at),
+        "routes": routes,
+    });
+    json_response(StatusCode::OK, &body)
+}
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    let request = Request {
+        trigger: "http",
+        reply: Some(reply),
+    };
+    if state.requests.send(request).is_err() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"result": "error", "error": "the router is stopping"}),
+        );
+    }
+    match outcome.await {
+        Ok(Ok(report)) => json_response(StatusCode::OK, &report_json(&report)),
+        Ok(Err(error)) => json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({"result": "error", "error": error}),
+        ),
+        Err(_) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"result": "error", "error": "the router stopped before reloading"}),
+        ),
+    }
+}
+
+fn report_json(report: &ReloadReport) -> serde_json::Value {
+    json!({
+        "result": "ok",
+        "generation": report.generation,
+        "version": report.version,
+        "took_ms": report.took.as_secs_f64() * 1000.0,
+        "inputs": {
+            "kept": report.inputs_kept,
+            "started": report.inputs_started,
+            "stopped": report.inputs_stopped,
+        },
+        "outputs": {
+            "opened": report.outputs_opened,
+            "closed": report.outputs_closed,
+        },
+    })
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut text = serde_json::to_string_pretty(body).unwrap_or_default();
+    text.push('\n');
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+/// `2026-11-24T17:22:42.123Z`.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_utc_timestamps() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_541_362_123);
+        assert_eq!(rfc3339(t), "2026-11-24T17:29:22.123Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,410 @@
+//! Counters the router keeps about itself, and their Prometheus text rendering.
+//!
+//! Counters are keyed by name (route, plugin, input, output), not by configuration version,
+//! so they keep counting across reloads: a route that is still there after a reload goes on
+//! with the same counters, as Prometheus expects of a `_total`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::pipeline::RouteStats;
+
+/// Upper bounds, in seconds, of the plugin call latency buckets.
+const LATENCY_BOUNDS: [f64; 14] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.5,
+];
+/// Upper bounds of the batch size buckets.
+const BATCH_BOUNDS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// Picks one counter out of a route's counters.
+type RouteCounter = fn(&RouteStats) -> &AtomicU64;
+
+/// A histogram with fixed buckets, updated without locks.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// One count per bound, plus one for `+Inf`; not cumulative.
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// The sum of observations, in millionths of the unit (µs for seconds).
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(self.bounds.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// How many observations were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in self.bounds.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[self.bounds.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// Per-plugin counters of one route.
+#[derive(Debug)]
+pub struct PluginStats {
+    /// Duration of each `process` call.
+    pub latency: Histogram,
+    /// Failed calls and messages, by error kind.
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Default for PluginStats {
+    fn default() -> Self {
+        PluginStats {
+            latency: Histogram::new(&LATENCY_BOUNDS),
+            errors: Mutex::default(),
+        }
+    }
+}
+
+impl PluginStats {
+    /// Records the duration of one call.
+    pub fn observe_call(&self, took: Duration) {
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// Counts `n` messages failed with error `kind`.
+    pub fn error(&self, kind: &'static str, n: u64) {
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(kind)
+            .or_default() += n;
+    }
+}
+
+/// Per-input state: readiness, and for Kafka inputs, lag and rebalances.
+#[derive(Debug, Default)]
+pub struct InputStats {
+    /// Set once the input is connected: its socket open, or its consumer in the group.
+    pub ready: AtomicBool,
+    /// Partition assignments received (each one follows a rebalance of the group).
+    pub assignments: AtomicU64,
+    /// Consumer lag by (topic, partition), from librdkafka's statistics.
+    pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl InputStats {
+    /// Replaces the lag figures.
+    pub fn set_lag(&self, lag: BTreeMap<(String, i32), i64>) {
+        *self.lag.lock().unwrap_or_else(PoisonError::into_inner) = lag;
+    }
+}
+
+/// Per-output counters.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    /// Records a ZeroMQ output dropped at its high-water mark (PUB).
+    pub dropped: AtomicU64,
+}
+
+/// Every counter of the router.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    routes: Mutex<BTreeMap<String, Arc<RouteStats>>>,
+    plugins: Mutex<BTreeMap<(String, String), Arc<PluginStats>>>,
+    inputs: Mutex<BTreeMap<String, Arc<InputStats>>>,
+    outputs: Mutex<BTreeMap<String, Arc<OutputStats>>>,
+    /// Reloads applied.
+    pub reloads_ok: AtomicU64,
+    /// Reloads refused (the running set stayed).
+    pub reloads_error: AtomicU64,
+    /// The running configuration: version hash and generation number.
+    config: Mutex<Option<(String, u64, f64)>>,
+}
+
+fn get_or_default<K: Ord + Clone, V: Default>(map: &Mutex<BTreeMap<K, Arc<V>>>, key: &K) -> Arc<V> {
+    Arc::clone(
+        map.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default(),
+    )
+}
+
+impl Metrics {
+    /// The counters of route `name`.
+    pub fn route(&self, name: &str) -> Arc<RouteStats> {
+        get_or_default(&self.routes, &name.to_owned())
+    }
+
+    /// The counters of `plugin` in route `route`.
+    pub fn plugin(&self, route: &str, plugin: &str) -> Arc<PluginStats> {
+        get_or_default(&self.plugins, &(route.to_owned(), plugin.to_owned()))
+    }
+
+    /// The state of input `name`.
+    pub fn input(&self, name: &str) -> Arc<InputStats> {
+        get_or_default(&self.inputs, &name.to_owned())
+    }
+
+    /// The counters of output `name`.
+    pub fn output(&self, name: &str) -> Arc<OutputStats> {
+        get_or_default(&self.outputs, &name.to_owned())
+    }
+
+    /// Records the configuration now running.
+    pub fn set_config(&self, version: &str, generation: u64, loaded_at_unix: f64) {
+        *self.config.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((version.to_owned(), generation, loaded_at_unix));
+    }
+
+    /// Everything, in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        let routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let route_counters: [(&str, &str, RouteCounter); 6] = [
+            ("switchyard_route_messages_in_total", "Messages that matched the route.", |s| &s.received),
+            ("switchyard_route_messages_out_total", "Records the route wrote to its outputs (passes and emits).", |s| &s.sent),
+            ("switchyard_route_messages_dropped_total", "Messages a plugin dropped.", |s| &s.dropped),
+            ("switchyard_route_messages_rejected_total", "Messages a plugin rejected.", |s| &s.rejected),
+            ("switchyard_route_messages_failed_total", "Messages failed by a plugin error (timeout, trap, memory, ...).", |s| &s.failed),
+            ("switchyard_route_dead_letters_total", "Records written to the route's dead-letter output.", |s| &s.dead_lettered),
+        ];
+        for (name, help, field) in route_counters {
+            header(&mut out, name, help, "counter");
+            for (route, stats) in &routes {
+                let value = field(stats).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{route=\"{}\"}} {value}", escape(route));
+            }
+        }
+        header(
+            &mut out,
+            "switchyard_route_batch_size",
+            "Messages per batch the route processed.",
+            "histogram",
+        );
+        for (route, stats) in &routes {
+            let labels = format!("route=\"{}\"", escape(route));
+            stats
+                .batch_size
+                .render(&mut out, "switchyard_route_batch_size", &labels);
+        }
+
+        let plugins = self
+            .plugins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        header(
+            &mut out,
+            "switchyard_plugin_call_duration_seconds",
+            "Duration of a plugin's process call (one batch).",
+            "histogram",
+        );
+        for ((route, plugin), stats) in &plugins {
+            let labels = format!("route=\"{}\",plugin=\"{}\"", escape(route), escape(plugin));
+            stats
+                .latency
+                .render(&mut out, "switchyard_plugin_call_duration_seconds", &labels);
+        }
+        header(
+            &mut out,
+            "switchyard_plugin_errors_total",
+            "Messages failed by a plugin, by error kind.",
+            "counter",
+        );
+        for ((route, plugin), stats) in &plugins {
+            let errors = stats
+                .errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (kind, n) in errors.iter() {
+                let _ = writeln!(
+                    out,
+                    "switchyard_plugin_errors_total{{route=\"{}\",plugin=\"{}\",kind=\"{kind}\"}} {n}",
+                    escape(route),
+                    escape(plugin)
+                );
+            }
+        }
+
+        let inputs = self
+            .inputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        header(
+            &mut out,
+            "switchyard_input_ready",
+            "1 when the input is connected (socket open, or consumer in its group).",
+            "gauge",
+        );
+        for (input, stats) in &inputs {
+            let ready = u8::from(stats.ready.load(Ordering::Relaxed));
+            let _ = writeln!(out, "switchyard_input_ready{{input=\"{}\"}} {ready}", escape(input));
+        }
+        header(
+            &mut out,
+            "switchyard_kafka_consumer_lag",
+            "Messages between a partition's high watermark and the input's position.",
+            "gauge",
+        );
+        for (input, stats) in &inputs {
+            let lag = stats.lag.lock().unwrap_or_else(PoisonError::into_inner);
+            for ((topic, partition), value) in lag.iter() {
+                let _ = writeln!(
+                    out,
+                    "switchyard_kafka_consumer_lag{{input=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {value}",
+                    escape(input),
+                    escape(topic)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "switchyard_kafka_assignments_total",
+            "Partition assignments a Kafka input received (one per group rebalance).",
+            "counter",
+        );
+        for (input, stats) in &inputs {
+            let n = stats.assignments.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "switchyard_kafka_assignments_total{{input=\"{}\"}} {n}",
+                escape(input)
+            );
+        }
+
+        header(
+            &mut out,
+            "switchyard_zmq_dropped_total",
+            "Records a ZeroMQ output dropped at its high-water mark.",
+            "counter",
+        );
+        let outputs = self
+            .outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (output, stats) in &outputs {
+            let n = stats.dropped.load(Ordering::Relaxed);
+            let _ = writeln!(out, "switchyard_zmq_dropped_total{{output=\"{}\"}} {n}", escape(output));
+        }
+
+        header(
+            &mut out,
+            "switchyard_reloads_total",
+            "Reloads by result: ok (applied) or error (refused; the running set stayed).",
+            "counter",
+        );
+        let ok = self.reloads_ok.load(Ordering::Relaxed);
+        let error = self.reloads_error.load(Ordering::Relaxed);
+        let _ = writeln!(out, "switchyard_reloads_total{{result=\"ok\"}} {ok}");
+        let _ = writeln!(out, "switchyard_reloads_total{{result=\"error\"}} {error}");
+
+        let config = self
+            .config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some((version, generation, loaded_at)) = config {
+            header(
+                &mut out,
+                "switchyard_config_info",
+                "The running configuration: its version (a hash of the file and its plugins) and generation.",
+                "gauge",
+            );
+            let _ = writeln!(
+                out,
+                "switchyard_config_info{{version=\"{}\",generation=\"{generation}\"}} 1",
+                escape(&version)
+            );
+            header(
+                &mut out,
+                "switchyard_config_loaded_timestamp_seconds",
+                "When the running configuration was swapped in (Unix time).",
+                "gauge",
+            );
+            let _ = writeln!(out, "switchyard_config_loaded_timestamp_seconds {loaded_at}");
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A new histogram of batch sizes.
+pub(crate) fn batch_histogram() -> Histogram {
+    Histogram::new(&BATCH_BOUNDS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_renders_cumulative_buckets() {
+        let h = Histogram::new(&BATCH_BOUNDS);
+        for v in [1.0, 3.0, 64.0, 300.0] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "b", "route=\"r\"");
+        assert!(out.contains("b_bucket{route=\"r\",le=\"1\"} 1\n"), "{out}");
+        assert!(out.contains("b_bucket{route=\"r\",le=\"4\"} 2\n"), "{out}");
+        assert!(out.contains("b_bucket{route=\"r\",le=\"256\"} 3\n"), "{out}");
+        assert!(out.contains("b_bucket{route=\"r\",le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("b_count{route=\"r\"} 4\n"), "{out}");
+        assert!(out.contains("b_sum{route=\"r\"} 368\n"), "{out}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,226 @@
+//! What asks for a reload: SIGHUP, `POST /reload` and changes to the configuration file or
+//! to a plugin file it references.
+//!
+//! Watching: the directories that hold the file and its plugins are watched (not the files,
+//! so an editor's write-and-rename, a `cp` over the file and a Kubernetes ConfigMap's
+//! `..data` symlink swap are all seen). After an event the watcher waits until the
+//! directories are quiet for the debounce interval, then compares a hash of the contents
+//! with the last one; if it differs, it waits one more interval and asks for a reload only
+//! if the contents are still the same, so a file caught half-written is not loaded. With
+//! `watch = "poll"` the same comparison runs at an interval, for file systems that give no
+//! events (some network and FUSE mounts).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use notify::{RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+
+use crate::config::{self, ReloadConfig, WatchMode};
+use crate::router::{ReloadReport, Shutdown};
+
+/// A request to reload, and where to send the outcome.
+#[derive(Debug)]
+pub struct Request {
+    /// What asked: `sighup`, `watch` or `http`.
+    pub trigger: &'static str,
+    /// Where the outcome goes, if someone waits for it.
+    pub reply: Option<tokio::sync::oneshot::Sender<Result<ReloadReport, String>>>,
+}
+
+/// Sends a reload request on every SIGHUP.
+pub fn on_sighup(requests: Sender<Request>) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                tracing::info!("SIGHUP: reloading");
+                let request = Request {
+                    trigger: "sighup",
+                    reply: None,
+                };
+                if requests.send(request).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// The files a configuration consists of, and a hash of their contents.
+#[derive(Debug, Clone, PartialEq)]
+struct Snapshot {
+    files: Vec<PathBuf>,
+    hash: [u8; 32],
+}
+
+/// Reads the configuration file and every plugin file it names. When the file does not
+/// parse, the plugins of `previous` are read instead.
+fn snapshot(path: &Path, previous: Option<&Snapshot>) -> Snapshot {
+    let mut files = vec![path.to_owned()];
+    match config::load(path) {
+        Ok((config, _)) => {
+            let base = path.parent().unwrap_or(Path::new("."));
+            for route in &config.routes {
+                for plugin in &route.get_ref().plugins {
+                    files.push(base.join(plugin.get_ref().path.get_ref()));
+                }
+            }
+        }
+        Err(_) => {
+            if let Some(previous) = previous {
+                files.extend(previous.files.iter().skip(1).cloned());
+            }
+        }
+    }
+    let mut hasher = Sha256::new();
+    for file in &files {
+        hasher.update(file.as_os_str().as_encoded_bytes());
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                hasher.update((bytes.len() as u64).to_le_bytes());
+                hasher.update(&bytes);
+            }
+            Err(e) => hasher.update(format!("unreadable: {}", e.kind()).as_bytes()),
+        }
+    }
+    Snapshot {
+        files,
+        hash: hasher.finalize().into(),
+    }
+}
+
+/// The directories to watch for `snapshot`'s files.
+fn directories(snapshot: &Snapshot) -> BTreeSet<PathBuf> {
+    snapshot
+        .files
+        .iter()
+        .map(|f| match f.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        })
+        .collect()
+}
+
+/// Starts watching `path` and its plugins as `settings` say; sends a request when they
+/// change. Stops with `shutdown`.
+pub fn watch(
+    path: &Path,
+    settings: &ReloadConfig,
+    requests: Sender<Request>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    if settings.watch == WatchMode::Off {
+        return Ok(());
+    }
+    let path = path.to_owned();
+    let debounce = Duration::from_millis(settings.debounce_ms.max(1));
+    let interval = Duration::from_millis(settings.poll_interval_ms.max(10));
+    let mode = settings.watch;
+    let (events_tx, events) = unbounded();
+    let mut watcher = match mode {
+        WatchMode::Events => Some(
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = events_tx.send(());
+                }
+            })
+            .context("cannot watch for file changes (try [reload] watch = \"poll\")")?,
+        ),
+        _ => None,
+    };
+    let mut last = snapshot(&path, None);
+    let mut watched = BTreeSet::new();
+    if let Some(w) = &mut watcher {
+        rewatch(w, &mut watched, directories(&last));
+    }
+    std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            while !shutdown.is_triggered() {
+                let woke = match &watcher {
+                    Some(_) => match events.recv_timeout(Duration::from_millis(100)) {
+                        Ok(()) => true,
+                        Err(RecvTimeoutError::Timeout) => false,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    },
+                    None => sleep_unless(&shutdown, interval),
+                };
+                if !woke {
+                    continue;
+                }
+                if watcher.is_some() {
+                    quiet(&events, debounce);
+                }
+                let mut current = snapshot(&path, Some(&last));
+                if current.hash == last.hash {
+                    continue;
+                }
+                // Wait until the contents stop changing: a file being written is not loaded.
+                loop {
+                    if !sleep_unless(&shutdown, debounce) {
+                        return;
+                    }
+                    if watcher.is_some() {
+                        quiet(&events, debounce);
+                    }
+                    let again = snapshot(&path, Some(&current));
+                    if again.hash == current.hash {
+                        break;
+                    }
+                    current = again;
+                }
+                if let Some(w) = &mut watcher {
+                    rewatch(w, &mut watched, directories(&current));
+                }
+                last = current;
+                tracing::info!(file = %path.display(), "configuration or plugin changed: reloading");
+                let request = Request {
+                    trigger: "watch",
+                    reply: None,
+                };
+                if requests.send(request).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Watches `wanted` instead of `watched`.
+fn rewatch(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut BTreeSet<PathBuf>,
+    wanted: BTreeSet<PathBuf>,
+) {
+    for dir in watched.difference(&wanted) {
+        let _ = watcher.unwatch(dir);
+    }
+    for dir in wanted.difference(watched) {
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(directory = %dir.display(), "cannot watch: {e}");
+        }
+    }
+    *watched = wanted;
+}
+
+/// Waits until no event arrives for `debounce`.
+fn quiet(events: &Receiver<()>, debounce: Duration) {
+    while events.recv_timeout(debounce).is_ok() {}
+}
+
+/// Sleeps for `d` in short slices; false if `shutdown` came first.
+fn sleep_unless(shutdown: &Shutdown, d: Duration) -> bool {
+    let deadline = std::time::Instant::now() + d;
+    while std::time::Instant::now() < deadline {
+        if shutdown.is_triggered() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10).min(d));
+    }
+    !shutdown.is_triggered()
+}
