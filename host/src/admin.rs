@@ -77,7 +77,10 @@ pub fn start(
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.router.metrics.render(),
     )
         .into_response()
@@ -85,7 +88,10 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 
 async fn ready(State(state): State<AdminState>) -> Response {
     let Some(running) = state.router.running() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration running\n")
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no configuration running\n",
+        )
             .into_response();
     };
     let waiting: Vec<&str> = running
@@ -99,7 +105,10 @@ async fn ready(State(state): State<AdminState>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: inputs not connected yet: {}\n", waiting.join(", ")),
+            format!(
+                "not ready: inputs not connected yet: {}\n",
+                waiting.join(", ")
+            ),
         )
             .into_response()
     }

@@ -14,8 +14,8 @@ use crate::pipeline::RouteStats;
 
 /// Upper bounds, in seconds, of the plugin call latency buckets.
 const LATENCY_BOUNDS: [f64; 14] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-    0.025, 0.05, 0.1, 0.5,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.5,
 ];
 /// Upper bounds of the batch size buckets.
 const BATCH_BOUNDS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
@@ -67,10 +67,16 @@ impl Histogram {
         let mut cumulative = 0;
         for (i, bound) in self.bounds.iter().enumerate() {
             cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
         cumulative += self.buckets[self.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
@@ -197,12 +203,36 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let route_counters: [(&str, &str, RouteCounter); 6] = [
-            ("switchyard_route_messages_in_total", "Messages that matched the route.", |s| &s.received),
-            ("switchyard_route_messages_out_total", "Records the route wrote to its outputs (passes and emits).", |s| &s.sent),
-            ("switchyard_route_messages_dropped_total", "Messages a plugin dropped.", |s| &s.dropped),
-            ("switchyard_route_messages_rejected_total", "Messages a plugin rejected.", |s| &s.rejected),
-            ("switchyard_route_messages_failed_total", "Messages failed by a plugin error (timeout, trap, memory, ...).", |s| &s.failed),
-            ("switchyard_route_dead_letters_total", "Records written to the route's dead-letter output.", |s| &s.dead_lettered),
+            (
+                "switchyard_route_messages_in_total",
+                "Messages that matched the route.",
+                |s| &s.received,
+            ),
+            (
+                "switchyard_route_messages_out_total",
+                "Records the route wrote to its outputs (passes and emits).",
+                |s| &s.sent,
+            ),
+            (
+                "switchyard_route_messages_dropped_total",
+                "Messages a plugin dropped.",
+                |s| &s.dropped,
+            ),
+            (
+                "switchyard_route_messages_rejected_total",
+                "Messages a plugin rejected.",
+                |s| &s.rejected,
+            ),
+            (
+                "switchyard_route_messages_failed_total",
+                "Messages failed by a plugin error (timeout, trap, memory, ...).",
+                |s| &s.failed,
+            ),
+            (
+                "switchyard_route_dead_letters_total",
+                "Records written to the route's dead-letter output.",
+                |s| &s.dead_lettered,
+            ),
         ];
         for (name, help, field) in route_counters {
             header(&mut out, name, help, "counter");
@@ -248,10 +278,7 @@ impl Metrics {
             "counter",
         );
         for ((route, plugin), stats) in &plugins {
-            let errors = stats
-                .errors
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let errors = stats.errors.lock().unwrap_or_else(PoisonError::into_inner);
             for (kind, n) in errors.iter() {
                 let _ = writeln!(
                     out,
@@ -275,7 +302,11 @@ impl Metrics {
         );
         for (input, stats) in &inputs {
             let ready = u8::from(stats.ready.load(Ordering::Relaxed));
-            let _ = writeln!(out, "switchyard_input_ready{{input=\"{}\"}} {ready}", escape(input));
+            let _ = writeln!(
+                out,
+                "switchyard_input_ready{{input=\"{}\"}} {ready}",
+                escape(input)
+            );
         }
         header(
             &mut out,
@@ -322,7 +353,11 @@ impl Metrics {
             .clone();
         for (output, stats) in &outputs {
             let n = stats.dropped.load(Ordering::Relaxed);
-            let _ = writeln!(out, "switchyard_zmq_dropped_total{{output=\"{}\"}} {n}", escape(output));
+            let _ = writeln!(
+                out,
+                "switchyard_zmq_dropped_total{{output=\"{}\"}} {n}",
+                escape(output)
+            );
         }
 
         header(
@@ -359,7 +394,10 @@ impl Metrics {
                 "When the running configuration was swapped in (Unix time).",
                 "gauge",
             );
-            let _ = writeln!(out, "switchyard_config_loaded_timestamp_seconds {loaded_at}");
+            let _ = writeln!(
+                out,
+                "switchyard_config_loaded_timestamp_seconds {loaded_at}"
+            );
         }
         out
     }
@@ -397,8 +435,14 @@ mod tests {
         h.render(&mut out, "b", "route=\"r\"");
         assert!(out.contains("b_bucket{route=\"r\",le=\"1\"} 1\n"), "{out}");
         assert!(out.contains("b_bucket{route=\"r\",le=\"4\"} 2\n"), "{out}");
-        assert!(out.contains("b_bucket{route=\"r\",le=\"256\"} 3\n"), "{out}");
-        assert!(out.contains("b_bucket{route=\"r\",le=\"+Inf\"} 4\n"), "{out}");
+        assert!(
+            out.contains("b_bucket{route=\"r\",le=\"256\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("b_bucket{route=\"r\",le=\"+Inf\"} 4\n"),
+            "{out}"
+        );
         assert!(out.contains("b_count{route=\"r\"} 4\n"), "{out}");
         assert!(out.contains("b_sum{route=\"r\"} 368\n"), "{out}");
     }

@@ -6,7 +6,9 @@
 //! `..data` symlink swap are all seen). After an event the watcher waits until the
 //! directories are quiet for the debounce interval, then compares a hash of the contents
 //! with the last one; if it differs, it waits one more interval and asks for a reload only
-//! if the contents are still the same, so a file caught half-written is not loaded. With
+//! if the contents are still the same, so a file caught half-written is not loaded (and a
+//! half-written `.wasm` that slipped through would fail validation and leave the running
+//! set in place). With
 //! `watch = "poll"` the same comparison runs at an interval, for file systems that give no
 //! events (some network and FUSE mounts).
 
@@ -165,7 +167,7 @@ pub fn watch(
                     if !sleep_unless(&shutdown, debounce) {
                         return;
                     }
-                    if watcher.is_some() {
+                    if watcher.is_some() && !events.is_empty() {
                         quiet(&events, debounce);
                     }
                     let again = snapshot(&path, Some(&current));

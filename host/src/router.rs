@@ -347,7 +347,10 @@ impl Router {
             }
             Err(e) => {
                 self.metrics.reloads_error.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(trigger, "reload refused; the running configuration stays:\n{e}");
+                tracing::error!(
+                    trigger,
+                    "reload refused; the running configuration stays:\n{e}"
+                );
                 Err(e)
             }
         }
@@ -519,15 +522,14 @@ impl Router {
                     let plugin = plugin.get_ref();
                     let loaded = compiled[&(r, p)].clone();
                     let stats = self.metrics.plugin(route.name.get_ref(), loaded.name());
-                    let instance = PluginInstance::new(loaded, plugin.settings()).with_context(
-                        || {
+                    let instance =
+                        PluginInstance::new(loaded, plugin.settings()).with_context(|| {
                             format!(
                                 "route `{}`: plugin {}",
                                 route.name.get_ref(),
                                 base_dir.join(plugin.path.get_ref()).display()
                             )
-                        },
-                    )?;
+                        })?;
                     instances.push((instance, stats));
                 }
                 list.push(RouteRunner::new(spec, instances));
@@ -589,7 +591,14 @@ impl Router {
             match self.inputs.get(&name) {
                 Some(input) => {
                     let (done, switched) = bounded(1);
-                    if input.swaps.send(Swap { runners: list, done }).is_ok() {
+                    if input
+                        .swaps
+                        .send(Swap {
+                            runners: list,
+                            done,
+                        })
+                        .is_ok()
+                    {
                         switching.push((name.clone(), switched));
                     }
                     report.inputs_kept.push(name);
@@ -627,8 +636,12 @@ impl Router {
                 report.outputs_closed.push(name);
             }
         }
-        self.embedded
-            .retain(|name, _| config.kafka.get(name).is_some_and(|c| c.get_ref().bootstrap.get_ref() == "embedded"));
+        self.embedded.retain(|name, _| {
+            config
+                .kafka
+                .get(name)
+                .is_some_and(|c| c.get_ref().bootstrap.get_ref() == "embedded")
+        });
 
         self.generation += 1;
         let loaded_at = SystemTime::now();

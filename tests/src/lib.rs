@@ -9,6 +9,7 @@ use switchyard::plugin::{
 };
 use switchyard_abi::{BatchWriter, Origin, Outcome};
 
+pub mod admin;
 pub mod kafka;
 pub mod procs;
 

@@ -283,3 +283,19 @@ fn sandbox_probe() {
         );
     }
 }
+
+#[test]
+fn version_tag() {
+    let mut p = instance(plugins::VERSION_TAG, &[]);
+    let out = process(&mut p, &[(Some("k"), "a", &[("h", "v")])]);
+    let outputs = emitted(&out[0]);
+    assert_eq!(outputs[0].payload, b"a");
+    assert_eq!(outputs[0].key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(
+        outputs[0].headers,
+        vec![
+            ("h".to_owned(), b"v".to_vec()),
+            ("switchyard-version".to_owned(), b"v00000001".to_vec())
+        ]
+    );
+}

@@ -168,7 +168,7 @@ pub struct ReloadConfig {
 
 impl ReloadConfig {
     fn default_debounce_ms() -> u64 {
-        200
+        100
     }
     fn default_poll_interval_ms() -> u64 {
         1000

@@ -95,7 +95,10 @@ fn set_xpub_nodrop(socket: &mut zmq::Socket) -> anyhow::Result<()> {
         )
     };
     if rc != 0 {
-        anyhow::bail!("cannot set ZMQ_XPUB_NODROP: {}", zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }));
+        anyhow::bail!(
+            "cannot set ZMQ_XPUB_NODROP: {}",
+            zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() })
+        );
     }
     Ok(())
 }
