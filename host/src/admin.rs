@@ -193,8 +193,8 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
-/// `2026-11-24T17:22:42.123Z`.
-fn rfc3339(t: SystemTime) -> String {
+/// A time as RFC 3339 in UTC, to the millisecond: `2026-11-24T17:22:42.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);

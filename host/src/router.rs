@@ -226,11 +226,20 @@ pub struct Plan {
     routes: Vec<RouteInfo>,
 }
 
+/// How a router runs, beyond its file.
+#[derive(Debug, Clone, Default)]
+pub struct RouterOptions {
+    /// Values of `${VAR}` that take precedence over the environment.
+    pub variables: BTreeMap<String, String>,
+    /// Benchmarking only: every plugin chain is replaced by a native identity (every
+    /// message passes, nothing is encoded), on the same threads with the same batching.
+    pub native_identity: bool,
+}
+
 /// A running configuration, and the means to replace it.
 pub struct Router {
     path: PathBuf,
-    /// Values of `${VAR}` that take precedence over the environment.
-    variables: BTreeMap<String, String>,
+    options: RouterOptions,
     runtime: PluginRuntime,
     zmq: zmq::Context,
     metrics: Arc<Metrics>,
@@ -250,7 +259,7 @@ impl Router {
     pub fn new(path: &Path) -> anyhow::Result<Self> {
         Ok(Router {
             path: path.to_owned(),
-            variables: BTreeMap::new(),
+            options: RouterOptions::default(),
             runtime: PluginRuntime::new(RuntimeOptions::default())?,
             zmq: zmq::Context::new(),
             metrics: Arc::default(),
@@ -264,15 +273,16 @@ impl Router {
     }
 
     /// Builds and starts `config` (already read from the router's file as `text`, with
-    /// `variables` taking precedence over the environment, as they will on every reload).
+    /// `options.variables` taking precedence over the environment, as they will on every
+    /// reload).
     pub fn start(
         path: &Path,
-        variables: BTreeMap<String, String>,
+        options: RouterOptions,
         config: ConfigFile,
         text: &str,
     ) -> anyhow::Result<Self> {
         let mut router = Router::new(path)?;
-        router.variables = variables;
+        router.options = options;
         let plan = router.plan(config, text)?;
         let report = router.apply(plan, Instant::now());
         tracing::info!(
@@ -317,7 +327,7 @@ impl Router {
     /// running set is untouched; the error names the problem and its place.
     pub fn reload(&mut self, trigger: &str) -> Result<ReloadReport, String> {
         let started = Instant::now();
-        let variables = &self.variables;
+        let variables = &self.options.variables;
         let lookup = |name: &str| {
             variables
                 .get(name)
@@ -518,7 +528,12 @@ impl Router {
                     stats: self.metrics.route(route.name.get_ref()),
                 };
                 let mut instances = Vec::new();
-                for (p, plugin) in route.plugins.iter().enumerate() {
+                let chain = if self.options.native_identity {
+                    &[][..]
+                } else {
+                    &route.plugins[..]
+                };
+                for (p, plugin) in chain.iter().enumerate() {
                     let plugin = plugin.get_ref();
                     let loaded = compiled[&(r, p)].clone();
                     let stats = self.metrics.plugin(route.name.get_ref(), loaded.name());

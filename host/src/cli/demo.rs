@@ -15,7 +15,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::config;
-use crate::router::{Router, RouterHandle, Shutdown};
+use crate::router::{Router, RouterHandle, RouterOptions, Shutdown};
 
 /// The source tree this binary was built from.
 const SOURCE_TREE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -49,7 +49,11 @@ pub(super) fn run(duration: Option<u64>) -> anyhow::Result<ExitCode> {
 
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    let mut router = Router::start(&file, variables, parsed, &text)?;
+    let options = RouterOptions {
+        variables,
+        native_identity: false,
+    };
+    let mut router = Router::start(&file, options, parsed, &text)?;
     let requests = super::run::serve_control(&router, &file, &shutdown, false)?;
     let handle = router.handle();
     let bootstrap = handle

@@ -34,6 +34,10 @@ enum Command {
     Run {
         /// The configuration file.
         file: PathBuf,
+        /// Benchmarking only: replace every plugin with a native identity (every message
+        /// passes), same threads and batching, to measure what the sandbox costs.
+        #[arg(long, hide = true)]
+        native_identity: bool,
     },
     /// Runs the embedded Kafka cluster (for development and tests, not production) as a
     /// process of its own and prints its bootstrap address.
@@ -121,7 +125,10 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Demo { duration } => demo::run(duration),
-        Command::Run { file } => run::run(&file),
+        Command::Run {
+            file,
+            native_identity,
+        } => run::run(&file, native_identity),
         Command::KafkaDev { topics, brokers } => kafka_dev::run(&topics, brokers),
         Command::Validate { file } => validate::run(&file),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(args),

@@ -8,19 +8,23 @@ use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 
-use crate::router::{Router, RouterHandle, Shutdown};
+use crate::router::{Router, RouterHandle, RouterOptions, Shutdown};
 use crate::{admin, reload};
 
 /// How often the running router logs its per-route counts.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-pub(super) fn run(file: &Path) -> anyhow::Result<ExitCode> {
+pub(super) fn run(file: &Path, native_identity: bool) -> anyhow::Result<ExitCode> {
     let Some((parsed, text)) = super::load_config(file) else {
         return Ok(ExitCode::FAILURE);
     };
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    let mut router = Router::start(file, BTreeMap::new(), parsed, &text)?;
+    let options = RouterOptions {
+        variables: BTreeMap::new(),
+        native_identity,
+    };
+    let mut router = Router::start(file, options, parsed, &text)?;
     let requests = serve_control(&router, file, &shutdown, true)?;
     let reporter = spawn_reporter(router.handle(), shutdown.clone());
     router.serve(&shutdown, &requests)?;

@@ -1,0 +1,282 @@
+//! Kafka runs on the embedded cluster (`switchyard kafka-dev`, a process of its own): a
+//! plain rdkafka consume → produce loop against the router, each reading the same
+//! preloaded topic with a fresh consumer group and writing a topic of its own.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DefaultProducerContext, Producer, ThreadedProducer,
+};
+
+use crate::report::Throughput;
+use crate::{Setup, cpu_seconds, json_payload};
+
+/// The Kafka configurations, in the order each round runs them.
+pub const CONFIGS: [&str; 2] = ["kafka-native", "router-kafka"];
+/// Partitions of every topic.
+const PARTITIONS: u32 = 8;
+
+/// Messages per run by size, before scaling.
+fn messages(size: usize) -> usize {
+    match size {
+        0..=128 => 200_000,
+        129..=2048 => 50_000,
+        _ => 5_000,
+    }
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The consumer settings the router's Kafka input uses.
+fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "1000");
+    c
+}
+
+/// The producer settings the router's Kafka output uses.
+fn producer_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    c
+}
+
+/// The `kafka-loop` role: consume `from`, produce every record to `to`, store its offset;
+/// runs until killed.
+pub fn native_loop(bootstrap: &str, from: &str, to: &str, group: &str) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = consumer_config(bootstrap, group).create()?;
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_config(bootstrap).create()?;
+    consumer.subscribe(&[from])?;
+    loop {
+        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = polled?;
+        let mut record = BaseRecord::<[u8], [u8]>::to(to);
+        if let Some(key) = m.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = m.payload() {
+            record = record.payload(payload);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        consumer.store_offset_from_message(&m)?;
+    }
+}
+
+/// Starts `switchyard kafka-dev` with `topics`; returns it and its bootstrap address.
+fn kafka_dev(setup: &Setup, topics: &[String]) -> anyhow::Result<(Killed, String)> {
+    let mut cmd = Command::new(&setup.switchyard);
+    cmd.arg("kafka-dev");
+    for t in topics {
+        cmd.args(["--topic", &format!("{t}:{PARTITIONS}")]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting switchyard kafka-dev")?;
+    let stdout = child.stdout.take().context("kafka-dev stdout")?;
+    let child = Killed(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let bootstrap = line.trim().to_owned();
+    if bootstrap.is_empty() {
+        bail!("kafka-dev printed no address");
+    }
+    Ok((child, bootstrap))
+}
+
+/// Produces `count` keyed JSON records of `size` bytes to `topic`.
+fn preload(bootstrap: &str, topic: &str, size: usize, count: usize) -> anyhow::Result<()> {
+    let producer: BaseProducer = producer_config(bootstrap).create()?;
+    let payloads: Vec<Vec<u8>> = (0..256).map(|seed| json_payload(size, seed)).collect();
+    for i in 0..count {
+        let key = format!("key-{}", i % 1000);
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+            .key(key.as_bytes())
+            .payload(&payloads[i % payloads.len()]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
+/// Records in `topic` (high minus low watermark, summed over partitions).
+fn records_in(client: &BaseConsumer, topic: &str) -> i64 {
+    (0..PARTITIONS as i32)
+        .filter_map(|p| {
+            client
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .ok()
+        })
+        .map(|(low, high)| high - low)
+        .sum()
+}
+
+/// Every Kafka configuration at every size, alternating within each round.
+pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
+    let mut topics = Vec::new();
+    for &size in &setup.sizes {
+        topics.push(format!("in-{size}"));
+        for round in 0..setup.rounds {
+            for config in CONFIGS {
+                topics.push(format!("out-{config}-{size}-{round}"));
+            }
+        }
+    }
+    let (_cluster, bootstrap) = kafka_dev(setup, &topics)?;
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()?;
+    let mut results = Vec::new();
+    for &size in &setup.sizes {
+        let input = format!("in-{size}");
+        preload(&bootstrap, &input, size, setup.count(messages(size)))?;
+        // What a reader from the beginning finds: the embedded cluster keeps a bounded log.
+        let available = records_in(&client, &input);
+        for round in 0..setup.rounds {
+            for config in CONFIGS {
+                let r = run_once(setup, &client, &bootstrap, config, size, round, available)?;
+                eprintln!(
+                    "  kafka {size:>5} B  round {round}  {config:<14} {:>12.0} msg/s{}",
+                    r.msgs_per_s,
+                    r.cpu_ns_per_msg
+                        .map(|c| format!("  {c:>7.0} ns CPU/msg"))
+                        .unwrap_or_default()
+                );
+                results.push(r);
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn run_once(
+    setup: &Setup,
+    client: &BaseConsumer,
+    bootstrap: &str,
+    config: &str,
+    size: usize,
+    round: usize,
+    available: i64,
+) -> anyhow::Result<Throughput> {
+    let input = format!("in-{size}");
+    let output = format!("out-{config}-{size}-{round}");
+    let group = format!("bench-{config}-{size}-{round}");
+    let child = if config == "kafka-native" {
+        Command::new(&setup.harness)
+            .args(["kafka-loop", bootstrap, &input, &output, &group])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the rdkafka loop")?
+    } else {
+        let file = setup.scratch.join(format!("{output}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                r#"[admin]
+listen = ""
+[reload]
+watch = "off"
+[kafka.main]
+bootstrap = "{bootstrap}"
+[inputs.in]
+kafka = {{ cluster = "main", topics = ["{input}"], group = "{group}" }}
+[outputs.out]
+kafka = {{ cluster = "main", topic = "{output}" }}
+[[routes]]
+name = "bench"
+from = ["in"]
+plugins = [{{ path = "{}" }}]
+to = ["out"]
+"#,
+                setup.plugin("passthrough").display()
+            ),
+        )?;
+        let log = std::fs::File::create(file.with_extension("log"))?;
+        Command::new(&setup.switchyard)
+            .arg("run")
+            .arg(&file)
+            .env("SWITCHYARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting switchyard")?
+    };
+    let pid = child.id();
+    let child = Killed(child);
+    let wait = |done: &dyn Fn(i64) -> bool, limit: Duration| -> anyhow::Result<i64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let n = records_in(client, &output);
+            if done(n) {
+                return Ok(n);
+            }
+            if Instant::now() > deadline {
+                bail!("{config}: {n} of {available} records after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let first = wait(&|n| n > 0, Duration::from_secs(120))?;
+    let started = Instant::now();
+    let cpu_before = cpu_seconds(pid);
+    wait(&|n| n >= available, Duration::from_secs(600))?;
+    let elapsed = started.elapsed();
+    let cpu_after = cpu_seconds(pid);
+    drop(child);
+    let counted = (available - first).max(1) as f64;
+    Ok(Throughput {
+        transport: "kafka",
+        config: config.to_owned(),
+        size,
+        round,
+        messages: available as usize,
+        msgs_per_s: counted / elapsed.as_secs_f64(),
+        cpu_ns_per_msg: match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) => Some((b - a) * 1e9 / counted),
+            _ => None,
+        },
+    })
+}

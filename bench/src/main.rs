@@ -1,0 +1,286 @@
+//! `switchyard-bench`: Switchyard measured side by side with what it is built from, in one
+//! run, alternating the configurations A B A B so that a noisy machine moves them together.
+//!
+//! ```text
+//! cargo run --release -p switchyard-bench            # full run, ~10 minutes on 2 cores
+//! cargo run --release -p switchyard-bench -- --quick # 100-byte messages only, under 2 minutes
+//! ```
+//!
+//! It builds the release `switchyard` binary and the example plugins, then measures:
+//!
+//! - ZeroMQ, PUSH in and PULL out: `zmq-direct` (no middle), `zmq-proxy` (libzmq's own
+//!   forwarder in a process of its own), `router-native` (`switchyard run
+//!   --native-identity`: the plugin stage replaced by a native identity), `router-wasm`
+//!   (the `passthrough` plugin) and `router-json` (the `json_filter` plugin);
+//! - Kafka on the embedded cluster (`switchyard kafka-dev`): `kafka-native` (a plain rdkafka
+//!   consume → produce loop with the router's client settings, in a process of its own) and
+//!   `router-kafka` (the router with `passthrough`);
+//! - open-loop latency through `router-native` and `router-wasm` at 25 % and 50 % of
+//!   `router-native`'s throughput;
+//! - the plugin boundary: an empty component call against `process` per message.
+//!
+//! Results go to `bench/results/`: `report.md` (every ratio next to its target),
+//! `results.json` (every raw figure, to compare two commits) and `throughput.svg`.
+
+mod kafka;
+mod micro;
+mod report;
+mod zmq_runs;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// Message sizes of the full run; 100 B is the headline.
+const SIZES: [usize; 4] = [16, 100, 1024, 16384];
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard-bench",
+    version,
+    about = "Switchyard's benchmark harness"
+)]
+struct Args {
+    /// 100-byte messages only, three alternations and smaller counts: under two minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Alternations of each configuration (default 5; 3 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Multiplies every message count (the CI smoke test uses a tiny scale).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Where the report, JSON and chart are written.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// The `switchyard` binary to measure; by default the release build, built first.
+    #[arg(long)]
+    switchyard: Option<PathBuf>,
+    #[command(subcommand)]
+    role: Option<Role>,
+}
+
+/// Roles the harness runs itself in, as child processes, so each has its own CPU account.
+#[derive(Subcommand)]
+enum Role {
+    /// libzmq's forwarder: PULL bound on one port, PUSH bound on another.
+    #[command(hide = true)]
+    Proxy { pull: u16, push: u16 },
+    /// A plain rdkafka consume → produce loop.
+    #[command(hide = true)]
+    KafkaLoop {
+        bootstrap: String,
+        from: String,
+        to: String,
+        group: String,
+    },
+}
+
+/// What one run needs to know.
+pub struct Setup {
+    /// The `switchyard` binary.
+    pub switchyard: PathBuf,
+    /// This harness, for its child roles.
+    pub harness: PathBuf,
+    /// The source tree.
+    pub root: PathBuf,
+    /// Alternations.
+    pub rounds: usize,
+    /// Count multiplier.
+    pub scale: f64,
+    /// Message sizes.
+    pub sizes: Vec<usize>,
+    /// Scratch directory for configurations and logs.
+    pub scratch: PathBuf,
+}
+
+impl Setup {
+    /// `count` scaled, at least 20.
+    pub fn count(&self, count: usize) -> usize {
+        ((count as f64 * self.scale) as usize).max(20)
+    }
+
+    /// A plugin's built component.
+    pub fn plugin(&self, name: &str) -> PathBuf {
+        self.root
+            .join("plugins/target/wasm32-wasip2/release")
+            .join(format!("{name}.wasm"))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.role {
+        Some(Role::Proxy { pull, push }) => return zmq_runs::proxy(pull, push),
+        Some(Role::KafkaLoop {
+            bootstrap,
+            from,
+            to,
+            group,
+        }) => return kafka::native_loop(&bootstrap, &from, &to, &group),
+        None => {}
+    }
+    let started = Instant::now();
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .canonicalize()
+        .context("the harness needs the source tree it was built from")?;
+    let switchyard = match args.switchyard {
+        Some(path) => path,
+        None => build_switchyard(&root)?,
+    };
+    build_plugins(&root)?;
+    let scratch = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let quick_scale = if args.quick { 0.25 } else { 1.0 };
+    let setup = Setup {
+        switchyard,
+        harness: std::env::current_exe()?,
+        root: root.clone(),
+        rounds: args.rounds.unwrap_or(if args.quick { 3 } else { 5 }).max(1),
+        scale: args.scale * quick_scale,
+        sizes: if args.quick {
+            vec![100]
+        } else {
+            SIZES.to_vec()
+        },
+        scratch: scratch.clone(),
+    };
+    let machine = report::Machine::read();
+    eprintln!(
+        "switchyard-bench: {} alternations, sizes {:?}, {} ({} cores)",
+        setup.rounds, setup.sizes, machine.cpu, machine.cores
+    );
+
+    let zmq = zmq_runs::throughput(&setup)?;
+    let native_max = zmq
+        .iter()
+        .filter(|r| r.config == "router-native" && r.size == 100)
+        .map(|r| r.msgs_per_s)
+        .collect::<Vec<_>>();
+    let latency = zmq_runs::latency(&setup, report::median(&native_max))?;
+    let kafka = kafka::throughput(&setup)?;
+    let micro = micro::boundary(&setup)?;
+
+    let results = report::Results {
+        machine,
+        quick: args.quick,
+        rounds: setup.rounds,
+        sizes: setup.sizes.clone(),
+        throughput: zmq.into_iter().chain(kafka).collect(),
+        latency,
+        micro,
+        took_s: started.elapsed().as_secs_f64(),
+    };
+    std::fs::create_dir_all(&args.out)?;
+    let markdown = report::markdown(&results);
+    std::fs::write(args.out.join("report.md"), &markdown)?;
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&report::json(&results))?,
+    )?;
+    report::chart(&results, &args.out.join("throughput.svg"))?;
+    println!("{markdown}");
+    eprintln!(
+        "switchyard-bench: done in {:.0} s; wrote {}/report.md, results.json and throughput.svg",
+        results.took_s,
+        args.out.display()
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// `cargo build --release -p switchyard`; returns the binary.
+fn build_switchyard(root: &Path) -> anyhow::Result<PathBuf> {
+    eprintln!(
+        "switchyard-bench: building the release binary (cargo build --release -p switchyard)"
+    );
+    let status = cargo()
+        .current_dir(root)
+        .args(["build", "--release", "--quiet", "-p", "switchyard"])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building switchyard failed");
+    }
+    Ok(root.join("target/release/switchyard"))
+}
+
+/// Builds the example plugins for wasm32-wasip2.
+fn build_plugins(root: &Path) -> anyhow::Result<()> {
+    eprintln!(
+        "switchyard-bench: building the plugins (cargo build --release --target wasm32-wasip2)"
+    );
+    let status = cargo()
+        .current_dir(root.join("plugins"))
+        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!(
+            "building the plugins failed (is the target installed? `rustup target add wasm32-wasip2`)"
+        );
+    }
+    Ok(())
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// CPU time (user + system) a process has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name and state.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / ticks)
+}
+
+/// A payload of exactly `size` bytes that `json_filter` (amount >= 100) passes, varied by
+/// `seed` so no two in a pool are equal.
+pub fn json_payload(size: usize, seed: usize) -> Vec<u8> {
+    let head = format!("{{\"amount\":{},\"p\":\"", 100 + seed % 900);
+    let mut p = head.into_bytes();
+    if p.len() + 2 > size {
+        let mut short = format!("{{\"amount\":{}}}", 100 + seed % 900).into_bytes();
+        short.resize(size.max(short.len()), b' ');
+        short.truncate(size.max(14));
+        return short;
+    }
+    let pad = size - p.len() - 2;
+    p.extend((0..pad).map(|i| b'a' + ((i + seed) % 26) as u8));
+    p.extend_from_slice(b"\"}");
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_have_the_asked_size_and_are_json() {
+        for size in [16, 100, 1024, 16384] {
+            for seed in [0, 7, 899] {
+                let p = json_payload(size, seed);
+                assert_eq!(p.len(), size);
+                let v: serde_json::Value = serde_json::from_slice(&p).expect("json");
+                assert!(v["amount"].as_u64().is_some_and(|a| a >= 100));
+            }
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! Results: the markdown report (every ratio next to its target), the raw JSON and the
+//! chart.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::SystemTime;
+
+use plotters::prelude::*;
+use serde_json::{Value, json};
+
+use crate::{kafka, micro, zmq_runs};
+
+/// One throughput measurement.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    /// `zmq` or `kafka`.
+    pub transport: &'static str,
+    /// The configuration's name.
+    pub config: String,
+    /// Payload bytes.
+    pub size: usize,
+    /// Which alternation.
+    pub round: usize,
+    /// Messages counted at the sink.
+    pub messages: usize,
+    /// From the first to the last message at the sink.
+    pub msgs_per_s: f64,
+    /// CPU time (user + system) of the middle process per message.
+    pub cpu_ns_per_msg: Option<f64>,
+}
+
+/// One open-loop latency measurement.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    /// The configuration's name.
+    pub config: String,
+    /// Percent of `router-native`'s throughput.
+    pub load_pct: u32,
+    /// Messages per second sent.
+    pub rate: f64,
+    /// Which alternation.
+    pub round: usize,
+    /// Messages received.
+    pub received: usize,
+    /// Median, µs.
+    pub p50_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
+    /// 99.9th percentile, µs.
+    pub p999_us: f64,
+}
+
+/// One boundary measurement.
+#[derive(Debug, Clone)]
+pub struct Micro {
+    /// `call-nop` or `process`.
+    pub name: String,
+    /// Messages per call (0 for the empty call).
+    pub batch: usize,
+    /// Which alternation.
+    pub round: usize,
+    /// Nanoseconds per message (per call for the empty call).
+    pub ns_per_message: f64,
+}
+
+/// Facts about the machine.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Cores available to the process.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// When the run started (UTC).
+    pub date: String,
+}
+
+impl Machine {
+    /// Reads the facts off this machine.
+    pub fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_else(|| "unknown CPU".to_owned());
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            date: switchyard::admin::rfc3339(SystemTime::now()),
+        }
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone)]
+pub struct Results {
+    /// The machine.
+    pub machine: Machine,
+    /// Whether this was a `--quick` run.
+    pub quick: bool,
+    /// Alternations.
+    pub rounds: usize,
+    /// Message sizes.
+    pub sizes: Vec<usize>,
+    /// Every throughput measurement.
+    pub throughput: Vec<Throughput>,
+    /// Every latency measurement.
+    pub latency: Vec<Latency>,
+    /// Every boundary measurement.
+    pub micro: Vec<Micro>,
+    /// Wall time of the whole run.
+    pub took_s: f64,
+}
+
+/// The median of `values` (NaN when empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+fn spread(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// `config`'s msg/s at `size`, one per round in round order.
+fn per_round(r: &Results, config: &str, size: usize) -> Vec<f64> {
+    let mut v: Vec<(usize, f64)> = r
+        .throughput
+        .iter()
+        .filter(|t| t.config == config && t.size == size)
+        .map(|t| (t.round, t.msgs_per_s))
+        .collect();
+    v.sort_by_key(|(round, _)| *round);
+    v.into_iter().map(|(_, x)| x).collect()
+}
+
+/// Per-round ratios of `a` to `b` at `size`: each pair was measured side by side.
+fn ratios(r: &Results, a: &str, b: &str, size: usize) -> Vec<f64> {
+    per_round(r, a, size)
+        .iter()
+        .zip(per_round(r, b, size))
+        .map(|(x, y)| x / y)
+        .collect()
+}
+
+fn micro_values(r: &Results, name: &str, batch: usize) -> Vec<f64> {
+    r.micro
+        .iter()
+        .filter(|m| m.name == name && m.batch == batch)
+        .map(|m| m.ns_per_message)
+        .collect()
+}
+
+fn latency_values(r: &Results, config: &str, load: u32, pick: fn(&Latency) -> f64) -> Vec<f64> {
+    r.latency
+        .iter()
+        .filter(|l| l.config == config && l.load_pct == load)
+        .map(pick)
+        .collect()
+}
+
+/// A ratio against its target.
+struct Ratio {
+    what: String,
+    size: String,
+    values: Vec<f64>,
+    target: &'static str,
+    met: Option<bool>,
+    unit: &'static str,
+}
+
+fn ratio_rows(r: &Results) -> Vec<Ratio> {
+    let mut rows = Vec::new();
+    let sizes: Vec<usize> = {
+        // The headline size first.
+        let mut s = r.sizes.clone();
+        s.sort_by_key(|&x| (x != 100, x));
+        s
+    };
+    let pairs: [(&str, &str, &str, f64, &str); 4] = [
+        (
+            "router-wasm",
+            "router-native",
+            "router-wasm / router-native (ZeroMQ)",
+            0.95,
+            "≥ 0.95",
+        ),
+        (
+            "router-wasm",
+            "zmq-proxy",
+            "router-wasm / zmq-proxy",
+            0.90,
+            "≥ 0.90",
+        ),
+        (
+            "router-kafka",
+            "kafka-native",
+            "router-kafka / kafka-native",
+            0.90,
+            "≥ 0.90",
+        ),
+        (
+            "router-json",
+            "router-native",
+            "router-json / router-native (ZeroMQ, a real JSON filter)",
+            0.0,
+            "—",
+        ),
+    ];
+    for (a, b, what, target, label) in pairs {
+        for &size in &sizes {
+            let values = ratios(r, a, b, size);
+            let m = median(&values);
+            rows.push(Ratio {
+                what: what.to_owned(),
+                size: size_label(size),
+                met: (target > 0.0 && m.is_finite()).then_some(m >= target),
+                values,
+                target: label,
+                unit: "",
+            });
+        }
+    }
+    let nop = micro_values(r, "call-nop", 0);
+    let b64 = micro_values(r, "process", 64);
+    let boundary: Vec<f64> = b64.iter().zip(&nop).map(|(p, n)| p / n).collect();
+    let m = median(&boundary);
+    rows.push(Ratio {
+        what: "plugin boundary per message, batch 64 / one empty component call".to_owned(),
+        size: "100 B".to_owned(),
+        met: m.is_finite().then_some(m <= 0.15),
+        values: boundary,
+        target: "≤ 0.15",
+        unit: "",
+    });
+    let added: Vec<f64> = latency_values(r, "router-wasm", 50, |l| l.p99_us)
+        .iter()
+        .zip(latency_values(r, "router-native", 50, |l| l.p99_us))
+        .map(|(w, n)| w - n)
+        .collect();
+    let m = median(&added);
+    rows.push(Ratio {
+        what: "p99 latency added by the wasm stage at 50 % load".to_owned(),
+        size: "100 B".to_owned(),
+        met: m.is_finite().then_some(m <= 5.0),
+        values: added,
+        target: "≤ 5 µs",
+        unit: " µs",
+    });
+    rows
+}
+
+fn size_label(size: usize) -> String {
+    match size {
+        s if s >= 1024 && s % 1024 == 0 => format!("{} KiB", s / 1024),
+        s => format!("{s} B"),
+    }
+}
+
+fn rate(x: f64) -> String {
+    if !x.is_finite() {
+        "—".to_owned()
+    } else if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// The report in markdown.
+pub fn markdown(r: &Results) -> String {
+    let mut out = String::new();
+    let m = &r.machine;
+    let _ = writeln!(out, "# Switchyard benchmark\n");
+    let _ = writeln!(
+        out,
+        "{} run, {}; {} ({} cores), Linux {}; {} alternations of every configuration, medians with min–max; {:.0} s in all.\n",
+        if r.quick { "Quick" } else { "Full" },
+        m.date,
+        m.cpu,
+        m.cores,
+        m.kernel,
+        r.rounds,
+        r.took_s
+    );
+    let _ = writeln!(out, "## Ratios against targets\n");
+    let _ = writeln!(
+        out,
+        "Each ratio is taken per round, between two configurations run one after the other, then the median and the min–max of those are given.\n"
+    );
+    let _ = writeln!(out, "| ratio | size | median | min–max | target | met |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for row in ratio_rows(r) {
+        let (lo, hi) = spread(&row.values);
+        let med = median(&row.values);
+        let fmt = |x: f64| {
+            if x.is_finite() {
+                if row.unit.is_empty() {
+                    format!("{x:.3}")
+                } else {
+                    format!("{x:.1}{}", row.unit)
+                }
+            } else {
+                "—".to_owned()
+            }
+        };
+        let met = match row.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {}–{} | {} | {met} |",
+            row.what,
+            row.size,
+            fmt(med),
+            fmt(lo),
+            fmt(hi),
+            row.target
+        );
+    }
+
+    let _ = writeln!(out, "\n## Throughput\n");
+    let _ = writeln!(
+        out,
+        "Messages per second counted at the sink from the first message to the last (median, min–max), and the CPU time of the process in the middle per message (median).\n"
+    );
+    let mut header = String::from("| transport | configuration |");
+    let mut rule = String::from("|---|---|");
+    for &size in &r.sizes {
+        let _ = write!(header, " {} |", size_label(size));
+        rule.push_str("---|");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    let configs: Vec<(&str, &str)> = zmq_runs::CONFIGS
+        .iter()
+        .map(|c| ("ZeroMQ", *c))
+        .chain(kafka::CONFIGS.iter().map(|c| ("Kafka", *c)))
+        .collect();
+    for (transport, config) in configs {
+        let mut line = format!("| {transport} | `{config}` |");
+        for &size in &r.sizes {
+            let values = per_round(r, config, size);
+            let (lo, hi) = spread(&values);
+            let cpu: Vec<f64> = r
+                .throughput
+                .iter()
+                .filter(|t| t.config == config && t.size == size)
+                .filter_map(|t| t.cpu_ns_per_msg)
+                .collect();
+            let cpu = median(&cpu);
+            let cpu = if cpu.is_finite() {
+                format!(" · {cpu:.0} ns CPU")
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                line,
+                " {} ({}–{}){cpu} |",
+                rate(median(&values)),
+                rate(lo),
+                rate(hi)
+            );
+        }
+        let _ = writeln!(out, "{line}");
+    }
+
+    let _ = writeln!(out, "\n## Latency\n");
+    let _ = writeln!(
+        out,
+        "Open loop at a fixed rate (25 % and 50 % of `router-native`'s median at 100 B), a send timestamp in each 100-byte payload, an HdrHistogram at the sink; the first tenth of each run is not recorded. Medians over rounds, µs.\n"
+    );
+    let _ = writeln!(out, "| load | configuration | msg/s | p50 | p99 | p99.9 |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for load in [25u32, 50] {
+        for config in ["router-native", "router-wasm"] {
+            let pick = |f: fn(&Latency) -> f64| median(&latency_values(r, config, load, f));
+            let rate_sent = pick(|l| l.rate);
+            if !rate_sent.is_finite() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "| {load} % | `{config}` | {} | {:.1} | {:.1} | {:.1} |",
+                rate(rate_sent),
+                pick(|l| l.p50_us),
+                pick(|l| l.p99_us),
+                pick(|l| l.p999_us)
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\n## Plugin boundary\n");
+    let _ = writeln!(
+        out,
+        "`passthrough`, 100-byte messages with a key and two headers, the batch encoded once and called repeatedly; the empty call has no data.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| measurement | ns per message (median, min–max) | / empty call |"
+    );
+    let _ = writeln!(out, "|---|---|---|");
+    let nop = median(&micro_values(r, "call-nop", 0));
+    let (lo, hi) = spread(&micro_values(r, "call-nop", 0));
+    let _ = writeln!(
+        out,
+        "| empty component call | {nop:.1} ({lo:.1}–{hi:.1}) per call | 1.000 |"
+    );
+    for batch in micro::BATCHES {
+        let v = micro_values(r, "process", batch);
+        let (lo, hi) = spread(&v);
+        let m = median(&v);
+        let _ = writeln!(
+            out,
+            "| `process`, batch {batch} | {m:.1} ({lo:.1}–{hi:.1}) | {:.3} |",
+            m / nop
+        );
+    }
+    out
+}
+
+/// Every raw figure, for comparing two commits.
+pub fn json(r: &Results) -> Value {
+    json!({
+        "machine": {
+            "cpu": r.machine.cpu,
+            "cores": r.machine.cores,
+            "kernel": r.machine.kernel,
+            "date": r.machine.date,
+        },
+        "quick": r.quick,
+        "rounds": r.rounds,
+        "sizes": r.sizes,
+        "took_s": r.took_s,
+        "ratios": ratio_rows(r).iter().map(|row| json!({
+            "ratio": row.what,
+            "size": row.size,
+            "median": finite(median(&row.values)),
+            "per_round": row.values.iter().copied().map(finite).collect::<Vec<_>>(),
+            "target": row.target,
+            "met": row.met,
+        })).collect::<Vec<_>>(),
+        "throughput": r.throughput.iter().map(|t| json!({
+            "transport": t.transport,
+            "config": t.config,
+            "size": t.size,
+            "round": t.round,
+            "messages": t.messages,
+            "msgs_per_s": t.msgs_per_s,
+            "cpu_ns_per_msg": t.cpu_ns_per_msg,
+        })).collect::<Vec<_>>(),
+        "latency": r.latency.iter().map(|l| json!({
+            "config": l.config,
+            "load_pct": l.load_pct,
+            "rate": l.rate,
+            "round": l.round,
+            "received": l.received,
+            "p50_us": l.p50_us,
+            "p99_us": l.p99_us,
+            "p999_us": l.p999_us,
+        })).collect::<Vec<_>>(),
+        "boundary": r.micro.iter().map(|m| json!({
+            "name": m.name,
+            "batch": m.batch,
+            "round": m.round,
+            "ns_per_message": m.ns_per_message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn finite(x: f64) -> Value {
+    if x.is_finite() { json!(x) } else { Value::Null }
+}
+
+/// Throughput by message size, one line per configuration, as SVG.
+pub fn chart(r: &Results, path: &Path) -> anyhow::Result<()> {
+    let configs: Vec<&str> = zmq_runs::CONFIGS
+        .iter()
+        .chain(kafka::CONFIGS.iter())
+        .copied()
+        .collect();
+    let lines: Vec<(&str, Vec<(f64, f64)>)> = configs
+        .iter()
+        .map(|c| {
+            let points = r
+                .sizes
+                .iter()
+                .map(|&s| (s as f64, median(&per_round(r, c, s))))
+                .filter(|(_, y)| y.is_finite() && *y > 0.0)
+                .collect();
+            (*c, points)
+        })
+        .collect();
+    let ys: Vec<f64> = lines
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .collect();
+    let (lo, hi) = spread(&ys);
+    let (lo, hi) = if lo.is_finite() {
+        (lo / 2.0, hi * 2.0)
+    } else {
+        (1.0, 10.0)
+    };
+    let (x_lo, x_hi) = spread(&r.sizes.iter().map(|&s| s as f64).collect::<Vec<_>>());
+    let (x_lo, x_hi) = (x_lo / 1.5, x_hi * 1.5);
+
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!(
+        "Switchyard throughput by message size ({}, {} cores, {})",
+        r.machine.cpu,
+        r.machine.cores,
+        r.machine.date.get(..10).unwrap_or_default()
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 16))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((x_lo..x_hi).log_scale(), (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("payload bytes")
+        .y_desc("messages per second (median)")
+        .x_label_formatter(&|x| size_label(*x as usize))
+        .y_label_formatter(&|y| rate(*y))
+        .draw()?;
+    for (i, (name, points)) in lines.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
