@@ -67,6 +67,13 @@ pub fn boundary(setup: &Setup) -> anyhow::Result<Vec<Micro>> {
 
     let plugin = runtime.load(&setup.plugin("passthrough"), PluginLimits::default())?;
     let mut passthrough = PluginInstance::new(plugin, vec![])?;
+    // The same plugin compiled without epoch checks: what the deadline costs.
+    let unchecked = PluginRuntime::new(RuntimeOptions {
+        epoch_interruption: false,
+        ..RuntimeOptions::default()
+    })?;
+    let plugin = unchecked.load(&setup.plugin("passthrough"), PluginLimits::default())?;
+    let mut no_epoch = PluginInstance::new(plugin, vec![])?;
     let batches: Vec<(usize, BatchWriter)> = BATCHES.iter().map(|&n| (n, batch_of(n))).collect();
     let messages = setup.count(2_000_000);
 
@@ -87,19 +94,30 @@ pub fn boundary(setup: &Setup) -> anyhow::Result<Vec<Micro>> {
             round,
             ns_per_message: ns,
         });
-        for (n, batch) in &batches {
+        let runs = batches.iter().map(|(n, b)| ("process", *n, b)).chain(
+            batches
+                .iter()
+                .filter(|(n, _)| *n == 64)
+                .map(|(n, b)| ("process-no-epoch", *n, b)),
+        );
+        for (name, n, batch) in runs {
+            let instance = if name == "process" {
+                &mut passthrough
+            } else {
+                &mut no_epoch
+            };
             let mut failed = None;
-            let ns = time(messages / n, || match passthrough.process(batch) {
-                Ok(out) if out.len() == *n => {}
+            let ns = time(messages / n, || match instance.process(batch) {
+                Ok(out) if out.len() == n => {}
                 Ok(out) => failed = Some(anyhow::anyhow!("{} outcomes for {n}", out.len())),
                 Err(e) => failed = Some(e.into()),
-            }) / *n as f64;
+            }) / n as f64;
             if let Some(e) = failed {
                 return Err(e);
             }
             results.push(Micro {
-                name: "process".to_owned(),
-                batch: *n,
+                name: name.to_owned(),
+                batch: n,
                 round,
                 ns_per_message: ns,
             });

@@ -18,12 +18,16 @@ use super::{PluginError, PluginLimits};
 pub struct RuntimeOptions {
     /// How often the epoch advances. A call is interrupted within its deadline plus one tick.
     pub epoch_tick: Duration,
+    /// Whether calls have a deadline at all. Only benchmarks turn it off, to measure what
+    /// the deadline checks cost; without it a plugin that loops never returns.
+    pub epoch_interruption: bool,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             epoch_tick: Duration::from_millis(10),
+            epoch_interruption: true,
         }
     }
 }
@@ -50,7 +54,7 @@ impl PluginRuntime {
             .strategy(Strategy::Cranelift)
             .cranelift_opt_level(OptLevel::Speed)
             .wasm_component_model(true)
-            .epoch_interruption(true);
+            .epoch_interruption(options.epoch_interruption);
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);

@@ -1,0 +1,81 @@
+//! The harness end to end on tiny counts: every configuration runs and the report, the JSON
+//! and the chart are complete. (The figures themselves mean nothing at this scale.)
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The debug `switchyard` binary beside this harness, built if it is not there yet.
+fn switchyard() -> PathBuf {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_switchyard-bench"));
+    let binary = harness.with_file_name("switchyard");
+    if !binary.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", "switchyard"])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building switchyard failed");
+    }
+    binary
+}
+
+#[test]
+fn quick_run_on_tiny_counts_writes_a_complete_report() {
+    let out = std::env::temp_dir().join(format!("switchyard-bench-smoke-{}", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(["--quick", "--scale", "0.01", "--rounds", "2", "--out"])
+        .arg(&out)
+        .arg("--switchyard")
+        .arg(switchyard())
+        .output()
+        .expect("run the harness");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "harness failed:\n{stderr}");
+
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    for row in [
+        "| router-wasm / router-native (ZeroMQ) | 100 B |",
+        "| router-wasm / zmq-proxy | 100 B |",
+        "| router-kafka / kafka-native | 100 B |",
+        "| plugin boundary per message, batch 64 / one empty component call |",
+        "| p99 latency added by the wasm stage at 50 % load |",
+        "| ZeroMQ | `zmq-direct` |",
+        "| ZeroMQ | `zmq-proxy` |",
+        "| ZeroMQ | `router-native` |",
+        "| ZeroMQ | `router-wasm` |",
+        "| ZeroMQ | `router-json` |",
+        "| Kafka | `kafka-native` |",
+        "| Kafka | `router-kafka` |",
+        "| 50 % | `router-wasm` |",
+        "| `process`, batch 64 |",
+        "| epoch deadline on / off",
+    ] {
+        assert!(report.contains(row), "no `{row}` in\n{report}");
+    }
+    assert!(!report.contains("| — |"), "a figure is missing:\n{report}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("json"))
+            .expect("valid JSON");
+    let throughput = json["throughput"].as_array().expect("throughput");
+    // Seven configurations, two rounds, one size.
+    assert_eq!(throughput.len(), 14);
+    assert!(
+        throughput
+            .iter()
+            .all(|t| t["msgs_per_s"].as_f64().is_some_and(|x| x > 0.0))
+    );
+    assert_eq!(json["latency"].as_array().map(Vec::len), Some(8));
+    assert_eq!(json["boundary"].as_array().map(Vec::len), Some(12));
+    assert!(
+        json["ratios"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| !r["median"].is_null()))
+    );
+
+    let svg = std::fs::read_to_string(out.join("throughput.svg")).expect("throughput.svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("router-wasm"),
+        "{svg}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
