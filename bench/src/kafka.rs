@@ -20,14 +20,14 @@ use crate::{Setup, cpu_seconds, json_payload};
 /// The Kafka configurations, in the order each round runs them.
 pub const CONFIGS: [&str; 2] = ["kafka-native", "router-kafka"];
 /// Partitions of every topic.
-const PARTITIONS: u32 = 8;
+const PARTITIONS: u32 = 16;
 
 /// Messages per run by size, before scaling.
 fn messages(size: usize) -> usize {
     match size {
-        0..=128 => 200_000,
-        129..=2048 => 50_000,
-        _ => 5_000,
+        0..=128 => 500_000,
+        129..=2048 => 120_000,
+        _ => 12_000,
     }
 }
 
@@ -64,8 +64,8 @@ fn producer_config(bootstrap: &str) -> ClientConfig {
     c
 }
 
-/// The `kafka-loop` role: consume `from`, produce every record to `to`, store its offset;
-/// runs until killed.
+/// The `kafka-loop` role: consume `from`, produce every record to `to` with its key,
+/// headers and timestamp (as the router does), store its offset; runs until killed.
 pub fn native_loop(bootstrap: &str, from: &str, to: &str, group: &str) -> anyhow::Result<()> {
     let consumer: BaseConsumer = consumer_config(bootstrap, group).create()?;
     let producer: ThreadedProducer<DefaultProducerContext> = producer_config(bootstrap).create()?;
@@ -81,6 +81,12 @@ pub fn native_loop(bootstrap: &str, from: &str, to: &str, group: &str) -> anyhow
         }
         if let Some(payload) = m.payload() {
             record = record.payload(payload);
+        }
+        if let Some(headers) = m.headers() {
+            record = record.headers(headers.detach());
+        }
+        if let Some(ts) = m.timestamp().to_millis() {
+            record = record.timestamp(ts);
         }
         loop {
             match producer.send(record) {
@@ -142,16 +148,29 @@ fn preload(bootstrap: &str, topic: &str, size: usize, count: usize) -> anyhow::R
     Ok(())
 }
 
-/// Records in `topic` (high minus low watermark, summed over partitions).
-fn records_in(client: &BaseConsumer, topic: &str) -> i64 {
+/// Watermarks of every partition of `topic`.
+fn watermarks(client: &BaseConsumer, topic: &str) -> Vec<(i64, i64)> {
     (0..PARTITIONS as i32)
         .filter_map(|p| {
             client
                 .fetch_watermarks(topic, p, Duration::from_secs(5))
                 .ok()
         })
+        .collect()
+}
+
+/// Records a reader from the beginning of `topic` finds (the embedded cluster keeps a
+/// bounded log).
+fn readable(client: &BaseConsumer, topic: &str) -> i64 {
+    watermarks(client, topic)
+        .iter()
         .map(|(low, high)| high - low)
         .sum()
+}
+
+/// Records ever written to `topic`.
+fn written(client: &BaseConsumer, topic: &str) -> i64 {
+    watermarks(client, topic).iter().map(|(_, high)| high).sum()
 }
 
 /// Every Kafka configuration at every size, alternating within each round.
@@ -174,7 +193,7 @@ pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
         let input = format!("in-{size}");
         preload(&bootstrap, &input, size, setup.count(messages(size)))?;
         // What a reader from the beginning finds: the embedded cluster keeps a bounded log.
-        let available = records_in(&client, &input);
+        let available = readable(&client, &input);
         for round in 0..setup.rounds {
             for config in CONFIGS {
                 let r = run_once(setup, &client, &bootstrap, config, size, round, available)?;
@@ -249,7 +268,7 @@ to = ["out"]
     let wait = |done: &dyn Fn(i64) -> bool, limit: Duration| -> anyhow::Result<i64> {
         let deadline = Instant::now() + limit;
         loop {
-            let n = records_in(client, &output);
+            let n = written(client, &output);
             if done(n) {
                 return Ok(n);
             }

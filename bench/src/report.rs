@@ -406,12 +406,12 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(out, "\n## Latency\n");
     let _ = writeln!(
         out,
-        "Open loop at a fixed rate (25 % and 50 % of `router-native`'s median at 100 B), a send timestamp in each 100-byte payload, an HdrHistogram at the sink; the first tenth of each run is not recorded. Medians over rounds, µs.\n"
+        "Open loop at a fixed rate (25 % and 50 % of `router-native`'s median at 100 B; `zmq-proxy`, libzmq's forwarder, at the same rates as the floor of this machine), a send timestamp in each 100-byte payload, an HdrHistogram at the sink; the first tenth of each run is not recorded. Medians over rounds, µs.\n"
     );
     let _ = writeln!(out, "| load | configuration | msg/s | p50 | p99 | p99.9 |");
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for load in [25u32, 50] {
-        for config in ["router-native", "router-wasm"] {
+        for config in zmq_runs::LATENCY_CONFIGS {
             let pick = |f: fn(&Latency) -> f64| median(&latency_values(r, config, load, f));
             let rate_sent = pick(|l| l.rate);
             if !rate_sent.is_finite() {

@@ -20,6 +20,10 @@ pub const CONFIGS: [&str; 5] = [
     "router-json",
 ];
 
+/// The configurations whose latency is measured: the forwarder as the floor, and the router
+/// with and without the sandbox.
+pub const LATENCY_CONFIGS: [&str; 3] = ["zmq-proxy", "router-native", "router-wasm"];
+
 /// Messages per run by size, before scaling: about a second each on 2 cores.
 fn messages(size: usize) -> usize {
     match size {
@@ -236,7 +240,7 @@ pub fn latency(setup: &Setup, native_max: f64) -> anyhow::Result<Vec<Latency>> {
     for load in [25u32, 50] {
         let rate = native_max * f64::from(load) / 100.0;
         for round in 0..setup.rounds {
-            for config in ["router-native", "router-wasm"] {
+            for config in LATENCY_CONFIGS {
                 let r = latency_once(setup, config, load, rate, seconds, round)?;
                 eprintln!(
                     "  latency {load}% ({rate:.0} msg/s) round {round} {config:<14} p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs",
@@ -258,7 +262,7 @@ fn latency_once(
     round: usize,
 ) -> anyhow::Result<Latency> {
     let (in_port, out_port) = (free_port()?, free_port()?);
-    let middle = start_middle(setup, config, in_port, out_port)?;
+    let _middle = start_middle(setup, config, in_port, out_port)?;
     let ctx = zmq::Context::new();
     let sink = ctx.socket(zmq::PULL)?;
     sink.connect(&format!("tcp://127.0.0.1:{out_port}"))?;
@@ -301,7 +305,6 @@ fn latency_once(
     sender
         .join()
         .map_err(|_| anyhow::anyhow!("sender panicked"))??;
-    drop(middle);
     let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     Ok(Latency {
         config: config.to_owned(),

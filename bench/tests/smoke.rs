@@ -63,7 +63,7 @@ fn quick_run_on_tiny_counts_writes_a_complete_report() {
             .iter()
             .all(|t| t["msgs_per_s"].as_f64().is_some_and(|x| x > 0.0))
     );
-    assert_eq!(json["latency"].as_array().map(Vec::len), Some(8));
+    assert_eq!(json["latency"].as_array().map(Vec::len), Some(12));
     assert_eq!(json["boundary"].as_array().map(Vec::len), Some(12));
     assert!(
         json["ratios"]

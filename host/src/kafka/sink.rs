@@ -2,6 +2,7 @@
 //! reports release the input's acknowledgement; a failed delivery marks it failed.
 
 use std::collections::BTreeMap;
+use std::ffi::c_void;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,6 +10,7 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::util::IntoOpaque;
 
 use crate::pipeline::{Ack, OutRecord, Sink};
 
@@ -20,14 +22,34 @@ struct AckContext {
 impl ClientContext for AckContext {}
 
 impl ProducerContext for AckContext {
-    type DeliveryOpaque = Box<Option<Ack>>;
+    type DeliveryOpaque = Delivery;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
         if let Err((e, _)) = result {
             tracing::error!(output = %self.output, error = %e, "delivery failed; the input will not commit past this message");
-            if let Some(ack) = ack.as_ref() {
+            if let Some(ack) = &ack.0 {
                 ack.fail();
             }
+        }
+    }
+}
+
+/// The acknowledgement a record carries through librdkafka, as the record's opaque
+/// pointer: the `Ack`'s own reference count, with no allocation of its own.
+pub struct Delivery(Option<Ack>);
+
+impl IntoOpaque for Delivery {
+    fn into_ptr(self) -> *mut c_void {
+        self.0
+            .map_or(std::ptr::null_mut(), |ack| ack.into_raw().cast_mut().cast())
+    }
+
+    unsafe fn from_ptr(ptr: *mut c_void) -> Self {
+        if ptr.is_null() {
+            Delivery(None)
+        } else {
+            // SAFETY: a non-null pointer comes from `into_ptr`, once per record.
+            Delivery(Some(unsafe { Ack::from_raw(ptr.cast_const().cast()) }))
         }
     }
 }
@@ -75,17 +97,18 @@ impl Sink for KafkaSink {
     }
 
     fn send(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
-        let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
-        for (key, value) in rec.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(*value),
-            });
+        let mut record: BaseRecord<'_, [u8], [u8], Delivery> =
+            BaseRecord::with_opaque_to(&self.topic, Delivery(ack)).payload(rec.payload);
+        if !rec.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
+            for (key, value) in rec.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(*value),
+                });
+            }
+            record = record.headers(headers);
         }
-        let mut record: BaseRecord<'_, [u8], [u8], Box<Option<Ack>>> =
-            BaseRecord::with_opaque_to(&self.topic, Box::new(ack))
-                .payload(rec.payload)
-                .headers(headers);
         if let Some(key) = rec.key {
             record = record.key(key);
         }
@@ -105,7 +128,7 @@ impl Sink for KafkaSink {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((e, back)) => {
-                    if let Some(ack) = back.delivery_opaque.as_ref() {
+                    if let Some(ack) = &back.delivery_opaque.0 {
                         ack.fail();
                     }
                     return Err(anyhow::Error::new(e)

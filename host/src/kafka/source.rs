@@ -130,6 +130,8 @@ pub struct KafkaSource {
     name: String,
     consumer: BaseConsumer<SourceContext>,
     trackers: Trackers,
+    /// Whether one topic is consumed, so a partition number alone names a partition.
+    single_topic: bool,
 }
 
 impl KafkaSource {
@@ -171,6 +173,7 @@ impl KafkaSource {
             name: name.to_owned(),
             consumer,
             trackers,
+            single_topic: topics.len() == 1,
         })
     }
 
@@ -206,24 +209,34 @@ impl KafkaSource {
                 Err(e) => tracing::warn!(input = %self.name, error = %e, "reading the assignment"),
             }
         }
-        polled
-            .into_iter()
-            .map(|message| {
-                let ack = self.track(&message);
-                KafkaMessage { message, ack }
-            })
-            .collect()
+        // Consecutive messages mostly come from one partition: look its tracker up once.
+        let mut last: Option<(i32, Arc<PartitionTracker>)> = None;
+        let mut batch = Vec::with_capacity(polled.len());
+        for message in polled {
+            let tracker = match &last {
+                Some((partition, tracker))
+                    if *partition == message.partition() && self.single_topic =>
+                {
+                    Arc::clone(tracker)
+                }
+                _ => {
+                    let tracker = self.tracker(&message);
+                    last = Some((message.partition(), Arc::clone(&tracker)));
+                    tracker
+                }
+            };
+            let ack = tracker.begin(message.offset());
+            batch.push(KafkaMessage { message, ack });
+        }
+        batch
     }
 
-    fn track(&self, message: &BorrowedMessage<'_>) -> Ack {
-        let tracker = {
-            let mut all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(
-                all.entry((message.topic().to_owned(), message.partition()))
-                    .or_default(),
-            )
-        };
-        tracker.begin(message.offset())
+    fn tracker(&self, message: &BorrowedMessage<'_>) -> Arc<PartitionTracker> {
+        let mut all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            all.entry((message.topic().to_owned(), message.partition()))
+                .or_default(),
+        )
     }
 
     /// Stores the offsets that became committable.

@@ -7,7 +7,7 @@
 //! A failed delivery marks it failed, and the partition never commits past it: the message
 //! is read again after a restart.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -19,8 +19,11 @@ pub struct PartitionTracker {
 
 #[derive(Debug, Default)]
 struct TrackerState {
-    /// Offsets read but not yet complete.
-    in_flight: BTreeSet<i64>,
+    /// Offsets read, in the order read (ascending), each with whether it is complete;
+    /// complete ones are removed from the front.
+    window: VecDeque<(i64, bool)>,
+    /// How many in `window` are not complete.
+    pending: usize,
     /// One past the highest offset read.
     next: Option<i64>,
     /// The lowest offset whose delivery failed: commits stop there.
@@ -40,7 +43,15 @@ impl PartitionTracker {
     /// Registers a message read at `offset` and returns its acknowledgement.
     pub fn begin(self: &Arc<Self>, offset: i64) -> Ack {
         let mut s = self.lock();
-        s.in_flight.insert(offset);
+        // A partition's offsets are read in ascending order, so this appends; an offset
+        // read again (after an offset reset) is kept in order beside the earlier read.
+        let at = if s.window.back().is_none_or(|(last, _)| *last < offset) {
+            s.window.len()
+        } else {
+            s.window.partition_point(|(o, _)| *o <= offset)
+        };
+        s.window.insert(at, (offset, false));
+        s.pending += 1;
         s.next = Some(s.next.map_or(offset + 1, |n| n.max(offset + 1)));
         Ack(Arc::new(Pending {
             tracker: Arc::clone(self),
@@ -51,7 +62,20 @@ impl PartitionTracker {
 
     fn complete(&self, offset: i64, failed: bool) {
         let mut s = self.lock();
-        s.in_flight.remove(&offset);
+        // The first read of this offset that is not complete yet.
+        let from = s.window.partition_point(|(o, _)| *o < offset);
+        if let Some(entry) = s
+            .window
+            .range_mut(from..)
+            .take_while(|(o, _)| *o == offset)
+            .find(|(_, done)| !*done)
+        {
+            entry.1 = true;
+            s.pending -= 1;
+        }
+        while s.window.front().is_some_and(|(_, done)| *done) {
+            s.window.pop_front();
+        }
         if failed {
             s.failed_at = Some(s.failed_at.map_or(offset, |f| f.min(offset)));
         }
@@ -63,13 +87,13 @@ impl PartitionTracker {
     pub fn committable(&self) -> Option<i64> {
         let s = self.lock();
         let next = s.next?;
-        let low = s.in_flight.first().copied().unwrap_or(next);
+        let low = s.window.front().map_or(next, |(o, _)| *o);
         Some(s.failed_at.map_or(low, |f| f.min(low)))
     }
 
     /// Number of messages still in flight.
     pub fn in_flight(&self) -> usize {
-        self.lock().in_flight.len()
+        self.lock().pending
     }
 
     /// Whether a delivery failed and commits are held back.
@@ -107,6 +131,23 @@ impl Ack {
     pub fn offset(&self) -> i64 {
         self.0.offset
     }
+
+    /// Gives up the reference as a raw pointer, to travel with a record through a C
+    /// library; [`Ack::from_raw`] takes it back.
+    pub fn into_raw(self) -> *const () {
+        Arc::into_raw(self.0).cast()
+    }
+
+    /// Takes back a reference given up by [`Ack::into_raw`].
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must come from [`Ack::into_raw`] and be taken back exactly once.
+    pub unsafe fn from_raw(ptr: *const ()) -> Self {
+        // SAFETY: the caller passes a pointer from `Arc::into_raw` of an `Arc<Pending>`,
+        // once.
+        Ack(unsafe { Arc::from_raw(ptr.cast::<Pending>()) })
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +171,26 @@ mod tests {
         assert_eq!(t.committable(), Some(12), "a clone of 12 is still out");
         drop(c2);
         assert_eq!(t.committable(), Some(13));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_offset_read_twice_completes_twice() {
+        let t = PartitionTracker::new();
+        let a = t.begin(5);
+        let b = t.begin(6);
+        let again = t.begin(5);
+        assert_eq!(t.in_flight(), 3);
+        drop(a);
+        assert_eq!(
+            t.committable(),
+            Some(5),
+            "the second read of 5 is in flight"
+        );
+        drop(again);
+        assert_eq!(t.committable(), Some(6));
+        drop(b);
+        assert_eq!(t.committable(), Some(7));
         assert_eq!(t.in_flight(), 0);
     }
 
