@@ -198,10 +198,13 @@ pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
             for config in CONFIGS {
                 let r = run_once(setup, &client, &bootstrap, config, size, round, available)?;
                 eprintln!(
-                    "  kafka {size:>5} B  round {round}  {config:<14} {:>12.0} msg/s{}",
+                    "  kafka {size:>5} B  round {round}  {config:<14} {:>12.0} msg/s{}{}",
                     r.msgs_per_s,
                     r.cpu_ns_per_msg
                         .map(|c| format!("  {c:>7.0} ns CPU/msg"))
+                        .unwrap_or_default(),
+                    r.mean_batch
+                        .map(|b| format!("  batch {b:.1}"))
                         .unwrap_or_default()
                 );
                 results.push(r);
@@ -223,6 +226,9 @@ fn run_once(
     let input = format!("in-{size}");
     let output = format!("out-{config}-{size}-{round}");
     let group = format!("bench-{config}-{size}-{round}");
+    let admin = (config != "kafka-native")
+        .then(crate::free_port)
+        .transpose()?;
     let child = if config == "kafka-native" {
         Command::new(&setup.harness)
             .args(["kafka-loop", bootstrap, &input, &output, &group])
@@ -235,7 +241,7 @@ fn run_once(
             &file,
             format!(
                 r#"[admin]
-listen = ""
+listen = "127.0.0.1:{}"
 [reload]
 watch = "off"
 [kafka.main]
@@ -250,6 +256,7 @@ from = ["in"]
 plugins = [{{ path = "{}" }}]
 to = ["out"]
 "#,
+                admin.unwrap_or_default(),
                 setup.plugin("passthrough").display()
             ),
         )?;
@@ -264,7 +271,7 @@ to = ["out"]
             .context("starting switchyard")?
     };
     let pid = child.id();
-    let child = Killed(child);
+    let _child = Killed(child);
     let wait = |done: &dyn Fn(i64) -> bool, limit: Duration| -> anyhow::Result<i64> {
         let deadline = Instant::now() + limit;
         loop {
@@ -284,7 +291,6 @@ to = ["out"]
     wait(&|n| n >= available, Duration::from_secs(600))?;
     let elapsed = started.elapsed();
     let cpu_after = cpu_seconds(pid);
-    drop(child);
     let counted = (available - first).max(1) as f64;
     Ok(Throughput {
         transport: "kafka",
@@ -297,5 +303,6 @@ to = ["out"]
             (Some(a), Some(b)) => Some((b - a) * 1e9 / counted),
             _ => None,
         },
+        mean_batch: admin.and_then(crate::mean_batch),
     })
 }

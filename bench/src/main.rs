@@ -251,6 +251,26 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / ticks)
 }
 
+/// A router's mean batch size so far: `switchyard_route_batch_size` sum over count, read
+/// from its admin endpoint on `port`.
+pub fn mean_batch(port: u16) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let sum = value("switchyard_route_batch_size_sum{route=\"bench\"}")?;
+    let count = value("switchyard_route_batch_size_count{route=\"bench\"}")?;
+    (count > 0.0).then(|| sum / count)
+}
+
 /// A payload of exactly `size` bytes that `json_filter` (amount >= 100) passes, varied by
 /// `seed` so no two in a pool are equal.
 pub fn json_payload(size: usize, seed: usize) -> Vec<u8> {

@@ -27,6 +27,8 @@ pub struct Throughput {
     pub msgs_per_s: f64,
     /// CPU time (user + system) of the middle process per message.
     pub cpu_ns_per_msg: Option<f64>,
+    /// The router's mean batch size over the run, from its metrics.
+    pub mean_batch: Option<f64>,
 }
 
 /// One open-loop latency measurement.
@@ -361,7 +363,7 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(out, "\n## Throughput\n");
     let _ = writeln!(
         out,
-        "Messages per second counted at the sink from the first message to the last (median, min–max), and the CPU time of the process in the middle per message (median).\n"
+        "Messages per second counted at the sink from the first message to the last (median, min–max), the CPU time of the process in the middle per message, and the router's mean batch size (medians).\n"
     );
     let mut header = String::from("| transport | configuration |");
     let mut rule = String::from("|---|---|");
@@ -391,6 +393,18 @@ pub fn markdown(r: &Results) -> String {
                 format!(" · {cpu:.0} ns CPU")
             } else {
                 String::new()
+            };
+            let batches: Vec<f64> = r
+                .throughput
+                .iter()
+                .filter(|t| t.config == config && t.size == size)
+                .filter_map(|t| t.mean_batch)
+                .collect();
+            let batch = median(&batches);
+            let cpu = if batch.is_finite() {
+                format!("{cpu} · batch {batch:.0}")
+            } else {
+                cpu
             };
             let _ = write!(
                 line,
@@ -494,6 +508,7 @@ pub fn json(r: &Results) -> Value {
             "messages": t.messages,
             "msgs_per_s": t.msgs_per_s,
             "cpu_ns_per_msg": t.cpu_ns_per_msg,
+            "mean_batch": t.mean_batch,
         })).collect::<Vec<_>>(),
         "latency": r.latency.iter().map(|l| json!({
             "config": l.config,

@@ -47,11 +47,18 @@ pub fn proxy(pull: u16, push: u16) -> anyhow::Result<()> {
 /// A process between the sender and the sink, killed when dropped.
 struct Middle {
     child: Child,
+    /// The router's admin endpoint, if the middle is a router.
+    admin: Option<u16>,
 }
 
 impl Middle {
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The router's mean batch size so far, from its `/metrics`.
+    fn mean_batch(&self) -> Option<f64> {
+        crate::mean_batch(self.admin?)
     }
 }
 
@@ -70,6 +77,7 @@ fn start_middle(
     in_port: u16,
     out_port: u16,
 ) -> anyhow::Result<Option<Middle>> {
+    let mut admin = None;
     let child = match config {
         "zmq-direct" => return Ok(None),
         "zmq-proxy" => Command::new(&setup.harness)
@@ -90,11 +98,13 @@ fn start_middle(
                 ""
             };
             let file = setup.scratch.join(format!("{config}-{in_port}.toml"));
+            let admin_port = free_port()?;
+            admin = Some(admin_port);
             std::fs::write(
                 &file,
                 format!(
                     r#"[admin]
-listen = ""
+listen = "127.0.0.1:{admin_port}"
 [reload]
 watch = "off"
 [inputs.in]
@@ -123,7 +133,7 @@ to = ["out"]
                 .context("starting switchyard")?
         }
     };
-    let mut middle = Middle { child };
+    let mut middle = Middle { child, admin };
     let deadline = Instant::now() + Duration::from_secs(60);
     // The input binds last: once it accepts a connection, the middle is ready.
     while std::net::TcpStream::connect(("127.0.0.1", in_port)).is_err() {
@@ -188,6 +198,7 @@ fn throughput_once(
     }
     let elapsed = first.elapsed();
     let cpu_after = middle.as_ref().and_then(|m| cpu_seconds(m.pid()));
+    let mean_batch = middle.as_ref().and_then(Middle::mean_batch);
     sender
         .join()
         .map_err(|_| anyhow::anyhow!("sender panicked"))??;
@@ -204,6 +215,7 @@ fn throughput_once(
         messages: count,
         msgs_per_s: (count - 1) as f64 / elapsed.as_secs_f64(),
         cpu_ns_per_msg,
+        mean_batch,
     })
 }
 
@@ -216,10 +228,13 @@ pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
             for config in CONFIGS {
                 let r = throughput_once(setup, config, size, round, &payloads)?;
                 eprintln!(
-                    "  zmq {size:>5} B  round {round}  {config:<14} {:>12.0} msg/s{}",
+                    "  zmq {size:>5} B  round {round}  {config:<14} {:>12.0} msg/s{}{}",
                     r.msgs_per_s,
                     r.cpu_ns_per_msg
                         .map(|c| format!("  {c:>7.0} ns CPU/msg"))
+                        .unwrap_or_default(),
+                    r.mean_batch
+                        .map(|b| format!("  batch {b:.1}"))
                         .unwrap_or_default()
                 );
                 results.push(r);

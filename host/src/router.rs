@@ -741,6 +741,20 @@ impl Router {
         for input in self.inputs.values() {
             input.stop.store(true, Ordering::SeqCst);
         }
+        // An input blocked on an output that has no room (a PUSH with no peer) gets
+        // DRAIN_TIMEOUT; then blocked sends give up and their records fail, uncommitted.
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self.inputs.values().any(|i| !i.thread.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.inputs.values().any(|i| !i.thread.is_finished()) {
+            tracing::warn!(
+                "outputs still full after {DRAIN_TIMEOUT:?}; giving up on blocked records"
+            );
+            for open in self.outputs.values() {
+                open.sink.abort_blocked();
+            }
+        }
         for (name, input) in std::mem::take(&mut self.inputs) {
             input.stop(&name);
         }

@@ -52,6 +52,9 @@ pub trait Sink: Send + Sync {
     fn send(&self, record: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()>;
     /// Waits until everything handed over is delivered, or `timeout` passes.
     fn flush(&self, timeout: Duration) -> anyhow::Result<()>;
+    /// Makes a `send` blocked on a full output give up (its record fails), so a shutdown
+    /// that waited long enough can finish.
+    fn abort_blocked(&self) {}
 }
 
 impl<T: Incoming + ?Sized> Incoming for &T {

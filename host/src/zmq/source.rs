@@ -1,13 +1,9 @@
-//! A ZeroMQ input (SUB, PULL, ROUTER): a socket thread that receives multipart messages and
-//! hands them to the input's pipeline thread through a bounded channel.
+//! A ZeroMQ input (SUB, PULL, ROUTER): the input's thread receives multipart messages
+//! straight from the socket, in batches of what libzmq has queued.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, bounded};
 use switchyard_abi::Origin;
 
 use super::envelope;
@@ -61,96 +57,66 @@ impl Incoming for ZmqRecord {
     }
 }
 
-/// Receives from one socket on a thread of its own.
+/// Receives from one socket, on the input's own thread: no thread hop between the socket
+/// and the plugin chain.
 pub struct ZmqSource {
-    rx: Receiver<ZmqRecord>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    name: String,
+    socket: Option<zmq::Socket>,
+    endpoint: Arc<str>,
+    kind: ZmqSocketType,
+    envelope: bool,
 }
 
 impl ZmqSource {
-    /// Opens the socket (so bind errors surface at once) and starts its thread.
+    /// Opens the socket (so bind errors surface at once).
     pub fn start(ctx: &zmq::Context, name: &str, config: &ZmqEndpoint) -> anyhow::Result<Self> {
         let socket = super::open_socket(ctx, &format!("input `{name}`"), config)?;
-        let (tx, rx) = bounded(4096);
-        let stop = Arc::new(AtomicBool::new(false));
-        let endpoint: Arc<str> = super::endpoint_label(config).into();
-        let kind = *config.socket.get_ref();
-        let envelope = config.envelope;
-        let input = name.to_owned();
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name(format!("zmq-in-{name}"))
-            .spawn(move || {
-                while !stopping.load(Ordering::Relaxed) {
-                    let frames = match socket.recv_multipart(0) {
-                        Ok(frames) => frames,
-                        Err(zmq::Error::EAGAIN) => continue,
-                        Err(e) => {
-                            tracing::error!(input = %input, "receive failed: {e}");
-                            break;
-                        }
-                    };
-                    let mut record = match decode(frames, kind, envelope, &endpoint) {
-                        Ok(record) => record,
-                        Err(e) => {
-                            tracing::warn!(input = %input, "message skipped: {e}");
-                            continue;
-                        }
-                    };
-                    loop {
-                        match tx.send_timeout(record, Duration::from_millis(super::POLL_MS as u64))
-                        {
-                            Ok(()) => break,
-                            Err(SendTimeoutError::Timeout(back))
-                                if !stopping.load(Ordering::Relaxed) =>
-                            {
-                                record = back;
-                            }
-                            Err(_) => return,
-                        }
-                    }
-                }
-            })
-            .with_context(|| format!("input `{name}`: cannot start its socket thread"))?;
         Ok(ZmqSource {
-            rx,
-            stop,
-            thread: Some(thread),
+            name: name.to_owned(),
+            socket: Some(socket),
+            endpoint: super::endpoint_label(config).into(),
+            kind: *config.socket.get_ref(),
+            envelope: config.envelope,
         })
     }
 
-    /// Waits up to `wait` for a first message, then takes what else is queued, up to `max`.
+    /// Waits up to `wait` for a first message, then takes what else libzmq has queued, up
+    /// to `max`.
     pub fn recv_batch(&self, max: usize, wait: Duration) -> Vec<ZmqRecord> {
         let mut batch = Vec::new();
-        match self.rx.recv_timeout(wait) {
-            Ok(first) => batch.push(first),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return batch,
+        let Some(socket) = &self.socket else {
+            return batch;
+        };
+        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        match socket.poll(zmq::POLLIN, wait_ms) {
+            Ok(n) if n > 0 => {}
+            Ok(_) => return batch,
+            Err(e) => {
+                tracing::error!(input = %self.name, "poll failed: {e}");
+                return batch;
+            }
         }
         while batch.len() < max {
-            match self.rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+            let frames = match socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => {
+                    tracing::error!(input = %self.name, "receive failed: {e}");
+                    break;
+                }
+            };
+            match decode(frames, self.kind, self.envelope, &self.endpoint) {
+                Ok(record) => batch.push(record),
+                Err(e) => tracing::warn!(input = %self.name, "message skipped: {e}"),
             }
         }
         batch
     }
-}
 
-impl ZmqSource {
-    /// Stops receiving and closes the socket; what was already received stays queued for
-    /// [`ZmqSource::recv_batch`], so a stopping input can finish it.
+    /// Stops receiving and closes the socket; what libzmq had queued and not handed out is
+    /// gone (a ZeroMQ input is at-most-once).
     pub fn stop_receiving(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for ZmqSource {
-    fn drop(&mut self) {
-        self.stop_receiving();
+        self.socket = None;
     }
 }
 
