@@ -290,6 +290,21 @@ fn plugin_swapped_twenty_times_under_load_loses_nothing_and_never_mixes_versions
 
     latencies.sort();
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    // How much of that the reload itself took (parse, compile, init, switch), from the log.
+    let mut took: Vec<u64> = router
+        .log_text()
+        .lines()
+        .filter_map(|l| l.split("took_ms=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    took.sort_unstable();
+    assert_eq!(took.len(), 20, "one applied reload per swap");
+    println!(
+        "reload work (validate, compile, init, switch): min {} ms, median {} ms, max {} ms",
+        took[0],
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
     println!(
         "file change to new version serving, {} swaps: min {:.0} ms, median {:.0} ms, max {:.0} ms; {produced} messages",
         latencies.len(),
