@@ -39,10 +39,18 @@ impl ClientContext for SourceContext {
         let mut lag = BTreeMap::new();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                // Partition -1 is librdkafka's internal "unassigned" entry; a negative lag
-                // means the partition is not being consumed.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), *partition), p.consumer_lag);
+                // Partition -1 is librdkafka's internal "unassigned" entry. librdkafka gives
+                // no lag (-1) for a partition this member fetches but has not consumed from
+                // yet: everything from the log start is then still to be read.
+                let behind = if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else if p.fetch_state == "active" && p.hi_offset >= 0 {
+                    p.hi_offset - p.lo_offset.max(0)
+                } else {
+                    continue;
+                };
+                if *partition >= 0 {
+                    lag.insert((topic.clone(), *partition), behind);
                 }
             }
         }
