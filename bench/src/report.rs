@@ -276,12 +276,19 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
         .map(|(w, n)| w - n)
         .collect();
     let m = median(&added);
+    let (lo, hi) = spread(&added);
+    // When rounds disagree by far more than the target, the machine cannot judge it.
+    let resolvable = hi - lo <= 10.0 * 5.0;
     rows.push(Ratio {
         what: "p99 latency added by the wasm stage at 50 % load".to_owned(),
         size: "100 B".to_owned(),
-        met: m.is_finite().then_some(m <= 5.0),
+        met: (m.is_finite() && resolvable).then_some(m <= 5.0),
         values: added,
-        target: "≤ 5 µs",
+        target: if resolvable {
+            "≤ 5 µs"
+        } else {
+            "≤ 5 µs (rounds disagree by far more: not judged)"
+        },
         unit: " µs",
     });
     rows
