@@ -2,6 +2,7 @@
 //! plain rdkafka consume → produce loop against the router, each reading the same
 //! preloaded topic with a fresh consumer group and writing a topic of its own.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +14,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DefaultProducerContext, Producer, ThreadedProducer,
 };
+
+use switchyard::kafka::{consumer_config, producer_config};
 
 use crate::report::Throughput;
 use crate::{Setup, cpu_seconds, json_payload};
@@ -41,34 +44,14 @@ impl Drop for Killed {
     }
 }
 
-/// The consumer settings the router's Kafka input uses.
-fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "1000");
-    c
-}
-
-/// The producer settings the router's Kafka output uses.
-fn producer_config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5");
-    c
-}
-
 /// The `kafka-loop` role: consume `from`, produce every record to `to` with its key,
-/// headers and timestamp (as the router does), store its offset; runs until killed.
+/// headers and timestamp (as the router does), store its offset; runs until killed. The
+/// clients are configured exactly as the router's input and output.
 pub fn native_loop(bootstrap: &str, from: &str, to: &str, group: &str) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = consumer_config(bootstrap, group).create()?;
-    let producer: ThreadedProducer<DefaultProducerContext> = producer_config(bootstrap).create()?;
+    let none = BTreeMap::new();
+    let consumer: BaseConsumer = consumer_config(bootstrap, group, &none).create()?;
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        producer_config(bootstrap, &none).create()?;
     consumer.subscribe(&[from])?;
     loop {
         let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
@@ -126,7 +109,7 @@ fn kafka_dev(setup: &Setup, topics: &[String]) -> anyhow::Result<(Killed, String
 
 /// Produces `count` keyed JSON records of `size` bytes to `topic`.
 fn preload(bootstrap: &str, topic: &str, size: usize, count: usize) -> anyhow::Result<()> {
-    let producer: BaseProducer = producer_config(bootstrap).create()?;
+    let producer: BaseProducer = producer_config(bootstrap, &BTreeMap::new()).create()?;
     let payloads: Vec<Vec<u8>> = (0..256).map(|seed| json_payload(size, seed)).collect();
     for i in 0..count {
         let key = format!("key-{}", i % 1000);

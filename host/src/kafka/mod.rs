@@ -20,10 +20,41 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
-/// A client configuration from a bootstrap list and pass-through librdkafka options.
-fn client_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+/// The settings of a Kafka input's consumer in `group`; the cluster's pass-through
+/// `options` come last and win.
+pub fn consumer_config(
+    bootstrap: &str,
+    group: &str,
+    options: &BTreeMap<String, String>,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // Offsets are stored only once their messages are acknowledged.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Consumer lag for `/metrics` comes from librdkafka's statistics.
+        .set("statistics.interval.ms", "1000");
+    with_options(config, options)
+}
+
+/// The settings of a Kafka output's producer; the cluster's pass-through `options` come
+/// last and win.
+pub fn producer_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        // Kafka's Java clients hash keys with murmur2: the same key, the same partition.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    with_options(config, options)
+}
+
+fn with_options(mut config: ClientConfig, options: &BTreeMap<String, String>) -> ClientConfig {
     for (key, value) in options {
         config.set(key, value);
     }

@@ -69,15 +69,7 @@ impl KafkaSink {
         options: &BTreeMap<String, String>,
         topic: &str,
     ) -> anyhow::Result<Self> {
-        let mut config = super::client_config(bootstrap, &BTreeMap::new());
-        config
-            .set("enable.idempotence", "true")
-            // Kafka's Java clients hash keys with murmur2: the same key, the same partition.
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5");
-        for (key, value) in options {
-            config.set(key, value);
-        }
+        let config = super::producer_config(bootstrap, options);
         let producer = config
             .create_with_context(AckContext {
                 output: name.to_owned(),

@@ -152,18 +152,7 @@ impl KafkaSource {
         group: &str,
         stats: Arc<InputStats>,
     ) -> anyhow::Result<Self> {
-        let mut config = super::client_config(bootstrap, &BTreeMap::new());
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            // Consumer lag for `/metrics` comes from librdkafka's statistics.
-            .set("statistics.interval.ms", "1000");
-        for (key, value) in options {
-            config.set(key, value);
-        }
+        let config = super::consumer_config(bootstrap, group, options);
         let trackers: Trackers = Arc::default();
         let consumer: BaseConsumer<SourceContext> = config
             .create_with_context(SourceContext {
