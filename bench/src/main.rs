@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
         Some(path) => path,
         None => build_switchyard(&root)?,
     };
-    build_plugins(&root)?;
+    switchyard::cli::build_plugins(&root)?;
     let scratch = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let quick_scale = if args.quick { 0.25 } else { 1.0 };
@@ -210,24 +210,6 @@ fn build_switchyard(root: &Path) -> anyhow::Result<PathBuf> {
         bail!("building switchyard failed");
     }
     Ok(root.join("target/release/switchyard"))
-}
-
-/// Builds the example plugins for wasm32-wasip2.
-fn build_plugins(root: &Path) -> anyhow::Result<()> {
-    eprintln!(
-        "switchyard-bench: building the plugins (cargo build --release --target wasm32-wasip2)"
-    );
-    let status = cargo()
-        .current_dir(root.join("plugins"))
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!(
-            "building the plugins failed (is the target installed? `rustup target add wasm32-wasip2`)"
-        );
-    }
-    Ok(())
 }
 
 /// A free TCP port on 127.0.0.1.

@@ -6,12 +6,13 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use plotters::prelude::*;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{kafka, micro, zmq_runs};
 
 /// One throughput measurement.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     /// `zmq` or `kafka`.
     pub transport: &'static str,
@@ -31,8 +32,25 @@ pub struct Throughput {
     pub mean_batch: Option<f64>,
 }
 
+impl Throughput {
+    /// One progress line: what ran and what it measured.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{} {:>5} B  round {}  {:<14} {:>12.0} msg/s",
+            self.transport, self.size, self.round, self.config, self.msgs_per_s
+        );
+        if let Some(cpu) = self.cpu_ns_per_msg {
+            let _ = write!(line, "  {cpu:>7.0} ns CPU/msg");
+        }
+        if let Some(batch) = self.mean_batch {
+            let _ = write!(line, "  batch {batch:.1}");
+        }
+        line
+    }
+}
+
 /// One open-loop latency measurement.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     /// The configuration's name.
     pub config: String,
@@ -53,7 +71,7 @@ pub struct Latency {
 }
 
 /// One boundary measurement.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Micro {
     /// `call-nop` or `process`.
     pub name: String,
@@ -66,7 +84,7 @@ pub struct Micro {
 }
 
 /// Facts about the machine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Machine {
     /// CPU model.
     pub cpu: String,
@@ -489,12 +507,7 @@ pub fn markdown(r: &Results) -> String {
 /// Every raw figure, for comparing two commits.
 pub fn json(r: &Results) -> Value {
     json!({
-        "machine": {
-            "cpu": r.machine.cpu,
-            "cores": r.machine.cores,
-            "kernel": r.machine.kernel,
-            "date": r.machine.date,
-        },
+        "machine": r.machine,
         "quick": r.quick,
         "rounds": r.rounds,
         "sizes": r.sizes,
@@ -507,32 +520,9 @@ pub fn json(r: &Results) -> Value {
             "target": row.target,
             "met": row.met,
         })).collect::<Vec<_>>(),
-        "throughput": r.throughput.iter().map(|t| json!({
-            "transport": t.transport,
-            "config": t.config,
-            "size": t.size,
-            "round": t.round,
-            "messages": t.messages,
-            "msgs_per_s": t.msgs_per_s,
-            "cpu_ns_per_msg": t.cpu_ns_per_msg,
-            "mean_batch": t.mean_batch,
-        })).collect::<Vec<_>>(),
-        "latency": r.latency.iter().map(|l| json!({
-            "config": l.config,
-            "load_pct": l.load_pct,
-            "rate": l.rate,
-            "round": l.round,
-            "received": l.received,
-            "p50_us": l.p50_us,
-            "p99_us": l.p99_us,
-            "p999_us": l.p999_us,
-        })).collect::<Vec<_>>(),
-        "boundary": r.micro.iter().map(|m| json!({
-            "name": m.name,
-            "batch": m.batch,
-            "round": m.round,
-            "ns_per_message": m.ns_per_message,
-        })).collect::<Vec<_>>(),
+        "throughput": r.throughput,
+        "latency": r.latency,
+        "boundary": r.micro,
     })
 }
 

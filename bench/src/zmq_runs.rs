@@ -227,16 +227,7 @@ pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
         for round in 0..setup.rounds {
             for config in CONFIGS {
                 let r = throughput_once(setup, config, size, round, &payloads)?;
-                eprintln!(
-                    "  zmq {size:>5} B  round {round}  {config:<14} {:>12.0} msg/s{}{}",
-                    r.msgs_per_s,
-                    r.cpu_ns_per_msg
-                        .map(|c| format!("  {c:>7.0} ns CPU/msg"))
-                        .unwrap_or_default(),
-                    r.mean_batch
-                        .map(|b| format!("  batch {b:.1}"))
-                        .unwrap_or_default()
-                );
+                eprintln!("  {}", r.summary());
                 results.push(r);
             }
         }

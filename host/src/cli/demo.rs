@@ -88,10 +88,11 @@ pub(super) fn run(duration: Option<u64>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds `plugins/` for wasm32-wasip2 with the same cargo that is on the PATH.
-fn build_plugins(root: &Path) -> anyhow::Result<()> {
+/// Builds the example plugins in `ROOT/plugins` for wasm32-wasip2 with the cargo that runs
+/// this program (or the one on the PATH).
+pub fn build_plugins(root: &Path) -> anyhow::Result<()> {
     eprintln!(
-        "switchyard demo: building the example plugins (cargo build --release --target wasm32-wasip2)"
+        "switchyard: building the example plugins (cargo build --release --target wasm32-wasip2)"
     );
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root.join("plugins"))

@@ -7,6 +7,8 @@ mod plugin_test;
 mod run;
 mod validate;
 
+pub use demo::build_plugins;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
