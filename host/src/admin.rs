@@ -81,7 +81,10 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.router.metrics.render(),
+        state
+            .router
+            .metrics
+            .render(state.router.running().as_deref()),
     )
         .into_response()
 }

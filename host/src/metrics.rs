@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::pipeline::RouteStats;
+use crate::router::Running;
 
 /// Upper bounds, in seconds, of the plugin call latency buckets.
 const LATENCY_BOUNDS: [f64; 14] = [
@@ -154,8 +155,11 @@ pub struct Metrics {
     pub reloads_ok: AtomicU64,
     /// Reloads refused (the running set stayed).
     pub reloads_error: AtomicU64,
-    /// The running configuration: version hash and generation number.
-    config: Mutex<Option<(String, u64, f64)>>,
+}
+
+/// A copy of a map of counters, so rendering holds no lock while it formats.
+fn snapshot<K: Clone, V>(map: &Mutex<BTreeMap<K, Arc<V>>>) -> BTreeMap<K, Arc<V>> {
+    map.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
 fn get_or_default<K: Ord + Clone, V: Default>(map: &Mutex<BTreeMap<K, Arc<V>>>, key: &K) -> Arc<V> {
@@ -188,20 +192,11 @@ impl Metrics {
         get_or_default(&self.outputs, &name.to_owned())
     }
 
-    /// Records the configuration now running.
-    pub fn set_config(&self, version: &str, generation: u64, loaded_at_unix: f64) {
-        *self.config.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((version.to_owned(), generation, loaded_at_unix));
-    }
-
-    /// Everything, in the Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self) -> String {
+    /// Everything, with the configuration `running`, in the Prometheus text exposition
+    /// format (version 0.0.4).
+    pub fn render(&self, running: Option<&Running>) -> String {
         let mut out = String::with_capacity(8192);
-        let routes = self
-            .routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let routes = snapshot(&self.routes);
         let route_counters: [(&str, &str, RouteCounter); 6] = [
             (
                 "switchyard_route_messages_in_total",
@@ -254,11 +249,7 @@ impl Metrics {
                 .render(&mut out, "switchyard_route_batch_size", &labels);
         }
 
-        let plugins = self
-            .plugins
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let plugins = snapshot(&self.plugins);
         header(
             &mut out,
             "switchyard_plugin_call_duration_seconds",
@@ -289,11 +280,7 @@ impl Metrics {
             }
         }
 
-        let inputs = self
-            .inputs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let inputs = snapshot(&self.inputs);
         header(
             &mut out,
             "switchyard_input_ready",
@@ -346,11 +333,7 @@ impl Metrics {
             "Records a ZeroMQ output dropped at its high-water mark.",
             "counter",
         );
-        let outputs = self
-            .outputs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let outputs = snapshot(&self.outputs);
         for (output, stats) in &outputs {
             let n = stats.dropped.load(Ordering::Relaxed);
             let _ = writeln!(
@@ -371,12 +354,12 @@ impl Metrics {
         let _ = writeln!(out, "switchyard_reloads_total{{result=\"ok\"}} {ok}");
         let _ = writeln!(out, "switchyard_reloads_total{{result=\"error\"}} {error}");
 
-        let config = self
-            .config
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some((version, generation, loaded_at)) = config {
+        if let Some(running) = running {
+            let (version, generation) = (&running.version, running.generation);
+            let loaded_at = running
+                .loaded_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
             header(
                 &mut out,
                 "switchyard_config_info",
@@ -386,7 +369,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "switchyard_config_info{{version=\"{}\",generation=\"{generation}\"}} 1",
-                escape(&version)
+                escape(version)
             );
             header(
                 &mut out,

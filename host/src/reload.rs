@@ -33,6 +33,16 @@ pub struct Request {
     pub reply: Option<tokio::sync::oneshot::Sender<Result<ReloadReport, String>>>,
 }
 
+impl Request {
+    /// A request whose outcome only the log and the metrics report.
+    pub fn unanswered(trigger: &'static str) -> Self {
+        Request {
+            trigger,
+            reply: None,
+        }
+    }
+}
+
 /// Sends a reload request on every SIGHUP.
 pub fn on_sighup(requests: Sender<Request>) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
@@ -41,11 +51,7 @@ pub fn on_sighup(requests: Sender<Request>) -> anyhow::Result<()> {
         .spawn(move || {
             for _ in signals.forever() {
                 tracing::info!("SIGHUP: reloading");
-                let request = Request {
-                    trigger: "sighup",
-                    reply: None,
-                };
-                if requests.send(request).is_err() {
+                if requests.send(Request::unanswered("sighup")).is_err() {
                     break;
                 }
             }
@@ -181,11 +187,7 @@ pub fn watch(
                 }
                 last = current;
                 tracing::info!(file = %path.display(), "configuration or plugin changed: reloading");
-                let request = Request {
-                    trigger: "watch",
-                    reply: None,
-                };
-                if requests.send(request).is_err() {
+                if requests.send(Request::unanswered("watch")).is_err() {
                     return;
                 }
             }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -660,10 +660,6 @@ impl Router {
 
         self.generation += 1;
         let loaded_at = SystemTime::now();
-        let unix = loaded_at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.metrics.set_config(&version, self.generation, unix);
         let inputs = self
             .inputs
             .iter()

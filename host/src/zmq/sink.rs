@@ -2,7 +2,7 @@
 //! the socket itself, under a lock (several inputs may share an output), with no thread hop.
 //! A record's acknowledgement is released once libzmq has queued it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,8 +19,6 @@ pub struct ZmqSink {
     kind: ZmqSocketType,
     envelope: bool,
     socket: Mutex<Sends>,
-    /// Records sent.
-    sent: AtomicU64,
     /// Set when the output is closing: a blocked send gives up.
     closing: AtomicBool,
     stats: Arc<OutputStats>,
@@ -52,15 +50,9 @@ impl ZmqSink {
                 socket,
                 since_read: 0,
             }),
-            sent: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             stats,
         })
-    }
-
-    /// Records sent so far.
-    pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
     }
 
     /// Sends one message of `frames`. A PUSH or DEALER blocks (in slices of the socket's
@@ -80,10 +72,7 @@ impl ZmqSink {
         let flags = if publish { zmq::DONTWAIT } else { 0 };
         loop {
             match sends.socket.send_multipart(frames.iter(), flags) {
-                Ok(()) => {
-                    self.sent.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(zmq::Error::EAGAIN) if publish => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
