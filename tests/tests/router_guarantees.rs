@@ -91,8 +91,11 @@ fn start(cfg: &Path, scratch: &Scratch, log: &str) -> Proc {
 
 #[test]
 fn sigkill_mid_stream_loses_nothing() {
-    const N: u64 = 100_000;
-    let (_cluster, bootstrap) = kafka_dev(&["in:8", "out:8"]);
+    // Long enough that the router, at full speed, is still mid-stream when the first
+    // commit is seen and the kill lands; 16 partitions keep each within the embedded
+    // cluster's bounded log.
+    const N: u64 = 300_000;
+    let (_cluster, bootstrap) = kafka_dev(&["in:16", "out:16"]);
     let scratch = Scratch::new("kill");
     let cfg = scratch.write("router.toml", &config(&bootstrap));
     produce(&bootstrap, "in", &stream(N));
