@@ -10,7 +10,7 @@
 mod read;
 mod write;
 
-pub use read::{BatchReader, HeaderIter, Headers, MessageView, decode_result};
+pub use read::{BatchReader, HeaderIter, Headers, MessageView, decode_result, is_all_pass};
 pub use write::{BatchWriter, ResultWriter};
 
 /// Version of the wire format written by this crate and accepted by its readers.

@@ -418,6 +418,15 @@ fn read_output(c: &mut Cursor<'_>) -> Result<Output, DecodeError> {
     })
 }
 
+/// Whether `result` is a well-formed result of `expected` outcomes that are all `pass`: the
+/// common case, answered without building a list of outcomes.
+pub fn is_all_pass(result: &[u8], expected: usize) -> bool {
+    result.len() == 8 + expected
+        && result[0..4] == VERSION.to_le_bytes()
+        && u32::try_from(expected).is_ok_and(|n| result[4..8] == n.to_le_bytes())
+        && result[8..].iter().all(|&tag| tag == 0)
+}
+
 /// Decodes a plugin's result, which must hold exactly `expected` outcomes. Every field is
 /// checked: the result comes from untrusted code.
 pub fn decode_result(result: &[u8], expected: usize) -> Result<Vec<Outcome>, DecodeError> {

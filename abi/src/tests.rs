@@ -157,3 +157,26 @@ fn wrong_version_is_named() {
     let err = BatchReader::new(&bytes).err().expect("version error");
     assert!(err.to_string().contains("version 9"), "{err}");
 }
+
+#[test]
+fn all_pass_is_recognised_only_when_every_outcome_is_pass() {
+    let result = |outcomes: &[Outcome]| {
+        let mut w = ResultWriter::with_capacity(outcomes.len());
+        for o in outcomes {
+            w.outcome(o);
+        }
+        w.finish()
+    };
+    let passes = result(&[Outcome::Pass, Outcome::Pass, Outcome::Pass]);
+    assert!(is_all_pass(&passes, 3));
+    assert!(is_all_pass(&result(&[]), 0));
+    assert!(!is_all_pass(&passes, 2), "wrong count");
+    assert!(!is_all_pass(&passes, 4), "wrong count");
+    assert!(!is_all_pass(&passes[..passes.len() - 1], 3), "truncated");
+    assert!(!is_all_pass(&result(&[Outcome::Pass, Outcome::Drop]), 2));
+    assert!(!is_all_pass(&result(&[Outcome::Emit(Vec::new())]), 1));
+    let mut other_version = passes.clone();
+    other_version[0] = 9;
+    assert!(!is_all_pass(&other_version, 3));
+    assert!(!is_all_pass(&[], 0));
+}

@@ -238,3 +238,115 @@ to = ["workers"]
     );
     stop(proc);
 }
+
+#[test]
+fn sub_input_and_envelope_input_to_kafka() {
+    let (_cluster, bootstrap) = kafka_dev(&["quotes:1", "orders:1"]);
+    let (sub_port, env_port) = (free_port(), free_port());
+    let scratch = Scratch::new("zin");
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[kafka.main]
+bootstrap = "{bootstrap}"
+[inputs.quotes]
+zmq = {{ socket = "sub", bind = ["tcp://127.0.0.1:{sub_port}"], subscribe = ["EUR"] }}
+[inputs.orders]
+zmq = {{ socket = "pull", bind = ["tcp://127.0.0.1:{env_port}"], envelope = true }}
+[outputs.quotes]
+kafka = {{ cluster = "main", topic = "quotes" }}
+[outputs.orders]
+kafka = {{ cluster = "main", topic = "orders" }}
+[[routes]]
+name = "quotes"
+from = ["quotes"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["quotes"]
+[[routes]]
+name = "orders"
+from = ["orders"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["orders"]
+"#,
+            passthrough = plugins::PASSTHROUGH
+        ),
+    );
+    let proc = router(&cfg, &scratch.path("router.log"));
+    let ctx = zmq::Context::new();
+    let publisher = zmq_connect(&ctx, zmq::PUB, sub_port);
+    let push = zmq_connect(&ctx, zmq::PUSH, env_port);
+
+    // Envelopes: key, timestamp and headers travel in frames of their own.
+    for i in 0..30 {
+        let mut meta = vec![0b11];
+        meta.extend_from_slice(&(1_700_000_000_000i64 + i).to_le_bytes());
+        let mut block = Vec::new();
+        block.extend_from_slice(&1u32.to_le_bytes());
+        block.extend_from_slice(&5u32.to_le_bytes());
+        block.extend_from_slice(b"trace");
+        let value = format!("t{i}");
+        block.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        block.extend_from_slice(value.as_bytes());
+        let frames = [
+            b"switchyard-envelope-1".to_vec(),
+            format!("customer-{i}").into_bytes(),
+            meta,
+            block,
+            format!("order {i}").into_bytes(),
+        ];
+        push.send_multipart(frames, 0).expect("send envelope");
+    }
+    let orders = read_topic(&bootstrap, "orders", 30, DEADLINE);
+    assert_eq!(orders.len(), 30, "every envelope reached Kafka");
+    for (i, r) in orders.iter().enumerate() {
+        assert_eq!(r.payload, format!("order {i}"));
+        assert_eq!(r.key.as_deref(), Some(format!("customer-{i}").as_str()));
+        assert_eq!(r.headers, vec![("trace".to_owned(), format!("t{i}"))]);
+    }
+
+    // A subscriber only sees what it subscribed to; the topic frame becomes the key. The
+    // subscription reaches the publisher some time after the connection: publish until the
+    // first quote gets through, then the numbered ones.
+    let deadline = Instant::now() + DEADLINE;
+    let mut warmed = false;
+    while !warmed && Instant::now() < deadline {
+        publisher
+            .send_multipart([&b"EURUSD"[..], b"warm-up"], 0)
+            .expect("publish");
+        std::thread::sleep(Duration::from_millis(50));
+        warmed = !read_topic(&bootstrap, "quotes", 1, Duration::from_millis(200)).is_empty();
+    }
+    assert!(warmed, "no quote reached Kafka");
+    for i in 0..20 {
+        publisher
+            .send_multipart([&b"USDJPY"[..], b"not subscribed"], 0)
+            .expect("publish");
+        publisher
+            .send_multipart([b"EURUSD".to_vec(), format!("quote {i}").into_bytes()], 0)
+            .expect("publish");
+    }
+    let mut quotes = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        quotes = read_topic(&bootstrap, "quotes", usize::MAX - 1, Duration::from_secs(2));
+        if quotes.iter().any(|r| r.payload == "quote 19") {
+            break;
+        }
+    }
+    let numbered: Vec<&str> = quotes
+        .iter()
+        .map(|r| r.payload.as_str())
+        .filter(|p| *p != "warm-up")
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("quote {i}")).collect();
+    assert_eq!(
+        numbered, want,
+        "every subscribed quote, in order, nothing else"
+    );
+    assert!(
+        quotes.iter().all(|r| r.key.as_deref() == Some("EURUSD")),
+        "the topic frame is the key"
+    );
+    stop(proc);
+}

@@ -2,7 +2,7 @@
 //! outcomes: `pass` to `to`, `emit` to the default outputs or declared destinations, `drop`
 //! counted, `reject` and every plugin failure to the dead-letter output with context.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -70,10 +70,11 @@ pub struct RouteSpec {
     pub stats: Arc<RouteStats>,
 }
 
-/// A message on its way through the chain: the input itself, or something a plugin emitted.
+/// A message on its way through the chain: the input itself, or something a plugin emitted
+/// (boxed, so the list of items a batch moves through the chain stays small).
 enum Item {
     Original,
-    Emitted(Output),
+    Emitted(Box<Output>),
 }
 
 /// Why a message goes to the dead-letter output.
@@ -121,7 +122,8 @@ impl RouteRunner {
         }
         RouteStats::add(&stats.received, items.len() as u64);
         stats.batch_size.observe(items.len() as f64);
-        let mut dead: Vec<Option<DeadLetter>> = (0..batch.len()).map(|_| None).collect();
+        // Messages bound for the dead-letter output, by index; the first reason wins.
+        let mut dead: BTreeMap<usize, DeadLetter> = BTreeMap::new();
 
         for (plugin, plugin_stats) in &mut self.plugins {
             if items.is_empty() {
@@ -155,21 +157,25 @@ impl RouteRunner {
                 reason,
             };
             let started = Instant::now();
-            let result = plugin.process(&self.writer);
+            let result = plugin.process_unless_all_pass(&self.writer);
             plugin_stats.observe_call(started.elapsed());
             match result {
-                Ok(outcomes) => {
+                // Every message passed: the items go on to the next plugin as they are.
+                Ok(None) => {}
+                Ok(Some(outcomes)) => {
                     let mut next = Vec::with_capacity(items.len());
                     for ((i, item), outcome) in items.into_iter().zip(outcomes) {
                         match outcome {
                             Outcome::Pass => next.push((i, item)),
                             Outcome::Drop => RouteStats::add(&stats.dropped, 1),
                             Outcome::Emit(outputs) => {
-                                next.extend(outputs.into_iter().map(|o| (i, Item::Emitted(o))));
+                                next.extend(
+                                    outputs.into_iter().map(|o| (i, Item::Emitted(Box::new(o)))),
+                                );
                             }
                             Outcome::Reject(reason) => {
                                 RouteStats::add(&stats.rejected, 1);
-                                dead[i].get_or_insert_with(|| blame("reject", reason));
+                                dead.entry(i).or_insert_with(|| blame("reject", reason));
                             }
                         }
                     }
@@ -180,7 +186,8 @@ impl RouteRunner {
                     RouteStats::add(&stats.failed, items.len() as u64);
                     plugin_stats.error(e.kind().as_str(), items.len() as u64);
                     for (i, _) in items.drain(..) {
-                        dead[i].get_or_insert_with(|| blame(e.kind().as_str(), e.to_string()));
+                        dead.entry(i)
+                            .or_insert_with(|| blame(e.kind().as_str(), e.to_string()));
                     }
                 }
             }
@@ -192,7 +199,7 @@ impl RouteRunner {
             .map(|(p, _)| (p.plugin().name().to_owned(), p.plugin().hash().to_owned()))
             .unwrap_or_default();
         for (i, item) in items {
-            if dead[i].is_some() {
+            if dead.contains_key(&i) {
                 continue;
             }
             let m = &batch[i];
@@ -224,7 +231,7 @@ impl RouteRunner {
                                 if let Some((_, last)) = self.plugins.last() {
                                     last.error("destination", 1);
                                 }
-                                dead[i].get_or_insert(DeadLetter {
+                                dead.entry(i).or_insert(DeadLetter {
                                     plugin: last_plugin.clone(),
                                     hash: last_hash.clone(),
                                     kind: "destination",
@@ -237,10 +244,8 @@ impl RouteRunner {
             }
         }
 
-        for (i, why) in dead.into_iter().enumerate() {
-            if let Some(why) = why {
-                self.dead_letter(&batch[i], &why);
-            }
+        for (i, why) in dead {
+            self.dead_letter(&batch[i], &why);
         }
     }
 

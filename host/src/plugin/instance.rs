@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use switchyard_abi::{BatchWriter, Outcome, decode_result};
+use switchyard_abi::{BatchWriter, Outcome, decode_result, is_all_pass};
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -152,6 +152,17 @@ impl PluginInstance {
     /// On failure the instance is discarded and a fresh one is built (with `init`) before
     /// the next call, so state corrupted by a trap never leaks into later batches.
     pub fn process(&mut self, batch: &BatchWriter) -> Result<Vec<Outcome>, PluginError> {
+        Ok(self
+            .process_unless_all_pass(batch)?
+            .unwrap_or_else(|| vec![Outcome::Pass; batch.len()]))
+    }
+
+    /// Like [`PluginInstance::process`], but answers `None` when every message passed, the
+    /// common case, without building a list of outcomes.
+    pub fn process_unless_all_pass(
+        &mut self,
+        batch: &BatchWriter,
+    ) -> Result<Option<Vec<Outcome>>, PluginError> {
         let live = match &mut self.live {
             Some(live) => live,
             None => {
@@ -166,7 +177,9 @@ impl PluginInstance {
             .switchyard_plugin_handler()
             .call_process(&mut live.store, batch.as_bytes());
         let outcome = match result {
+            Ok(bytes) if is_all_pass(&bytes, batch.len()) => Ok(None),
             Ok(bytes) => decode_result(&bytes, batch.len())
+                .map(Some)
                 .map_err(|e| PluginError::BadOutput(e.to_string())),
             Err(e) => Err(classify(&self.plugin, e, live.store.data())),
         };

@@ -40,25 +40,25 @@ pub fn encode(
 }
 
 /// Decodes the four frames after the marker: key, meta, headers, payload.
-pub fn decode(frames: &mut Vec<Vec<u8>>) -> Result<(Meta, Vec<u8>), String> {
-    if frames.len() != 4 {
-        return Err(format!(
-            "an envelope has 5 frames, this one {}",
-            frames.len() + 1
-        ));
-    }
-    let payload = frames.pop().unwrap_or_default();
-    let block = frames.pop().unwrap_or_default();
-    let meta = frames.pop().unwrap_or_default();
-    let key = frames.pop().unwrap_or_default();
-    let [flags, ts @ ..] = meta.as_slice() else {
+pub fn decode<F: std::ops::Deref<Target = [u8]>>(frames: &mut Vec<F>) -> Result<(Meta, F), String> {
+    let count = frames.len();
+    let (4, Some(payload), Some(block), Some(meta), Some(key)) = (
+        count,
+        frames.pop(),
+        frames.pop(),
+        frames.pop(),
+        frames.pop(),
+    ) else {
+        return Err(format!("an envelope has 5 frames, this one {}", count + 1));
+    };
+    let [flags, ts @ ..] = &*meta else {
         return Err("envelope meta frame is empty".to_owned());
     };
     let ts: [u8; 8] = ts
         .try_into()
         .map_err(|_| "envelope meta frame is not 9 bytes".to_owned())?;
     let mut headers = Vec::new();
-    let mut rest = block.as_slice();
+    let mut rest = &*block;
     let mut take = |n: usize| -> Result<&[u8], String> {
         if rest.len() < n {
             return Err("truncated envelope headers frame".to_owned());
@@ -78,7 +78,7 @@ pub fn decode(frames: &mut Vec<Vec<u8>>) -> Result<(Meta, Vec<u8>), String> {
     }
     Ok((
         Meta {
-            key: (flags & 1 != 0).then_some(key),
+            key: (flags & 1 != 0).then(|| key.to_vec()),
             timestamp: (flags & 2 != 0).then_some(i64::from_le_bytes(ts)),
             headers,
         },

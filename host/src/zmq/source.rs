@@ -1,5 +1,6 @@
 //! A ZeroMQ input (SUB, PULL, ROUTER): the input's thread receives multipart messages
-//! straight from the socket, in batches of what libzmq has queued.
+//! straight from the socket, in batches of what libzmq has queued. A payload stays in the
+//! message libzmq received it into: it is not copied on its way to the plugins.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ pub struct ZmqRecord {
     topic: Option<Vec<u8>>,
     peer: Option<Vec<u8>>,
     key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    payload: zmq::Message,
     headers: Vec<(String, Vec<u8>)>,
     timestamp: Option<i64>,
 }
@@ -96,16 +97,17 @@ impl ZmqSource {
                 return batch;
             }
         }
+        let mut frames = Vec::new();
         while batch.len() < max {
-            let frames = match socket.recv_multipart(zmq::DONTWAIT) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EAGAIN) => break,
+            match recv_frames(socket, &mut frames) {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(e) => {
                     tracing::error!(input = %self.name, "receive failed: {e}");
                     break;
                 }
-            };
-            match decode(frames, self.kind, self.envelope, &self.endpoint) {
+            }
+            match decode(&mut frames, self.kind, self.envelope, &self.endpoint) {
                 Ok(record) => batch.push(record),
                 Err(e) => tracing::warn!(input = %self.name, "message skipped: {e}"),
             }
@@ -120,9 +122,31 @@ impl ZmqSource {
     }
 }
 
+/// Receives the frames of one message into `frames` (emptied first) if one is queued;
+/// `Ok(false)` if none is. The parts of a multipart message arrive together, so only the
+/// first receive can find the queue empty.
+fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> zmq::Result<bool> {
+    frames.clear();
+    let mut first = zmq::Message::new();
+    match socket.recv(&mut first, zmq::DONTWAIT) {
+        Ok(()) => {}
+        Err(zmq::Error::EAGAIN) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let mut more = first.get_more();
+    frames.push(first);
+    while more {
+        let mut part = zmq::Message::new();
+        socket.recv(&mut part, 0)?;
+        more = part.get_more();
+        frames.push(part);
+    }
+    Ok(true)
+}
+
 /// Maps frames to a record, as the `zmq` module documentation describes.
 fn decode(
-    mut frames: Vec<Vec<u8>>,
+    frames: &mut Vec<zmq::Message>,
     kind: ZmqSocketType,
     envelope: bool,
     endpoint: &Arc<str>,
@@ -130,12 +154,12 @@ fn decode(
     let mut topic = None;
     let mut peer = None;
     match kind {
-        ZmqSocketType::Sub if frames.len() > 1 => topic = Some(frames.remove(0)),
+        ZmqSocketType::Sub if frames.len() > 1 => topic = Some(frames.remove(0).to_vec()),
         ZmqSocketType::Router => {
             if frames.len() < 2 {
                 return Err("a ROUTER message needs an identity and a payload".to_owned());
             }
-            peer = Some(frames.remove(0));
+            peer = Some(frames.remove(0).to_vec());
             if frames.len() > 1 && frames[0].is_empty() {
                 frames.remove(0);
             }
@@ -148,13 +172,13 @@ fn decode(
         key: topic.clone(),
         topic,
         peer,
-        payload: Vec::new(),
+        payload: zmq::Message::new(),
         headers: Vec::new(),
         timestamp: None,
     };
-    if envelope && frames.first().is_some_and(|f| f == envelope::MARKER) {
+    if envelope && frames.first().is_some_and(|f| **f == *envelope::MARKER) {
         frames.remove(0);
-        let (meta, payload) = envelope::decode(&mut frames)?;
+        let (meta, payload) = envelope::decode(frames)?;
         record.key = meta.key;
         record.timestamp = meta.timestamp;
         record.headers = meta.headers;
@@ -163,7 +187,7 @@ fn decode(
         if frames.len() != 1 {
             return Err(format!("expected one payload frame, got {}", frames.len()));
         }
-        record.payload = frames.pop().unwrap_or_default();
+        record.payload = frames.pop().unwrap_or_else(zmq::Message::new);
     }
     Ok(record)
 }
