@@ -420,6 +420,7 @@ fn read_output(c: &mut Cursor<'_>) -> Result<Output, DecodeError> {
 
 /// Whether `result` is a well-formed result of `expected` outcomes that are all `pass`: the
 /// common case, answered without building a list of outcomes.
+#[inline]
 pub fn is_all_pass(result: &[u8], expected: usize) -> bool {
     result.len() == 8 + expected
         && result[0..4] == VERSION.to_le_bytes()

@@ -2,10 +2,12 @@
 
 use crate::{ABSENT, MessageBuf, Origin, Output, VERSION};
 
+#[inline]
 fn put_u32(buf: &mut Vec<u8>, v: u32) {
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     // The host never builds a field of 4 GiB; saturating keeps the writer total.
     let len = u32::try_from(bytes.len()).unwrap_or(ABSENT - 1);
@@ -13,6 +15,7 @@ fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&bytes[..len as usize]);
 }
 
+#[inline]
 fn put_opt_bytes(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         Some(b) => put_bytes(buf, b),
@@ -46,6 +49,7 @@ fn put_headers<'h>(buf: &mut Vec<u8>, headers: impl IntoIterator<Item = (&'h str
 }
 
 /// Writes an origin's fields and returns its kind.
+#[inline]
 fn put_origin(buf: &mut Vec<u8>, origin: &Origin<'_>) -> u8 {
     match *origin {
         Origin::None => 0,
@@ -114,7 +118,10 @@ impl BatchWriter {
     ) {
         let buf = &mut self.buf;
         let start = buf.len();
-        buf.resize(start + 4 + FIXED, 0);
+        // One reservation for the common case (a short origin, few headers), then the
+        // fixed part as a placeholder filled in below.
+        buf.reserve(4 + FIXED + 96 + key.map_or(0, <[u8]>::len) + payload.len());
+        buf.extend_from_slice(&[0; 4 + FIXED]);
         let origin_start = buf.len();
         let kind = put_origin(buf, origin);
         let origin_size = buf.len() - origin_start;

@@ -236,13 +236,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 /// A router's mean batch size so far: `switchyard_route_batch_size` sum over count, read
 /// from its admin endpoint on `port`.
 pub fn mean_batch(port: u16) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
+    let text = metrics(port)?;
     let value = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -251,6 +245,51 @@ pub fn mean_batch(port: u16) -> Option<f64> {
     let sum = value("switchyard_route_batch_size_sum{route=\"bench\"}")?;
     let count = value("switchyard_route_batch_size_count{route=\"bench\"}")?;
     (count > 0.0).then(|| sum / count)
+}
+
+/// The router's `/metrics` text.
+fn metrics(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The 99th percentile of the time route `bench` spent in its plugin per batch (encoding,
+/// call, result), from the router's histogram: the upper bound of the first bucket that
+/// holds 99 % of the batches, in µs. `None` if the router ran no plugin.
+pub fn stage_p99_us(port: u16) -> Option<f64> {
+    let text = metrics(port)?;
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("switchyard_plugin_call_duration_seconds_bucket{")
+                && l.contains("route=\"bench\"")
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit(' ').next()?.trim().parse().ok()?;
+            Some((bound, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, cumulative)| *cumulative >= 0.99 * total)
+        .map(|(bound, _)| bound * 1e6)
 }
 
 /// A payload of exactly `size` bytes that `json_filter` (amount >= 100) passes, varied by

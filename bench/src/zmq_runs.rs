@@ -60,6 +60,11 @@ impl Middle {
     fn mean_batch(&self) -> Option<f64> {
         crate::mean_batch(self.admin?)
     }
+
+    /// The p99 of the router's plugin stage time per batch so far, from its `/metrics`.
+    fn stage_p99_us(&self) -> Option<f64> {
+        crate::stage_p99_us(self.admin?)
+    }
 }
 
 impl Drop for Middle {
@@ -249,8 +254,13 @@ pub fn latency(setup: &Setup, native_max: f64) -> anyhow::Result<Vec<Latency>> {
             for config in LATENCY_CONFIGS {
                 let r = latency_once(setup, config, load, rate, seconds, round)?;
                 eprintln!(
-                    "  latency {load}% ({rate:.0} msg/s) round {round} {config:<14} p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs",
-                    r.p50_us, r.p99_us, r.p999_us
+                    "  latency {load}% ({rate:.0} msg/s) round {round} {config:<14} p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs{}",
+                    r.p50_us,
+                    r.p99_us,
+                    r.p999_us,
+                    r.stage_p99_us
+                        .map(|s| format!("  wasm stage p99 ≤ {s} µs per batch"))
+                        .unwrap_or_default()
                 );
                 results.push(r);
             }
@@ -268,7 +278,7 @@ fn latency_once(
     round: usize,
 ) -> anyhow::Result<Latency> {
     let (in_port, out_port) = (free_port()?, free_port()?);
-    let _middle = start_middle(setup, config, in_port, out_port)?;
+    let middle = start_middle(setup, config, in_port, out_port)?;
     let ctx = zmq::Context::new();
     let sink = ctx.socket(zmq::PULL)?;
     sink.connect(&format!("tcp://127.0.0.1:{out_port}"))?;
@@ -312,6 +322,8 @@ fn latency_once(
         .join()
         .map_err(|_| anyhow::anyhow!("sender panicked"))??;
     let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let stage_p99_us = middle.as_ref().and_then(Middle::stage_p99_us);
+    drop(middle);
     Ok(Latency {
         config: config.to_owned(),
         load_pct: load,
@@ -321,5 +333,6 @@ fn latency_once(
         p50_us: us(0.5),
         p99_us: us(0.99),
         p999_us: us(0.999),
+        stage_p99_us,
     })
 }

@@ -37,7 +37,8 @@ fn quick_run_on_tiny_counts_writes_a_complete_report() {
         "| router-wasm / zmq-proxy | 100 B |",
         "| router-kafka / kafka-native | 100 B |",
         "| plugin boundary per message, batch 64 / one empty component call |",
-        "| p99 latency added by the wasm stage at 50 % load |",
+        "| p99 time of the wasm stage per batch at 50 % load",
+        "| p99 latency added by the wasm stage at 50 % load, end to end",
         "| ZeroMQ | `zmq-direct` |",
         "| ZeroMQ | `zmq-proxy` |",
         "| ZeroMQ | `router-native` |",
@@ -64,6 +65,19 @@ fn quick_run_on_tiny_counts_writes_a_complete_report() {
             .all(|t| t["msgs_per_s"].as_f64().is_some_and(|x| x > 0.0))
     );
     assert_eq!(json["latency"].as_array().map(Vec::len), Some(12));
+    // The router reports its own wasm stage time for every `router-wasm` latency run.
+    let stage: Vec<Option<f64>> = json["latency"]
+        .as_array()
+        .expect("latency")
+        .iter()
+        .filter(|l| l["config"] == "router-wasm")
+        .map(|l| l["stage_p99_us"].as_f64())
+        .collect();
+    assert_eq!(stage.len(), 4);
+    assert!(
+        stage.iter().all(|s| s.is_some_and(|us| us > 0.0)),
+        "{stage:?}"
+    );
     assert_eq!(json["boundary"].as_array().map(Vec::len), Some(12));
     assert!(
         json["ratios"]

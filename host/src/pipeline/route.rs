@@ -129,6 +129,7 @@ impl RouteRunner {
             if items.is_empty() {
                 break;
             }
+            let started = Instant::now();
             self.writer.start(input);
             for (i, item) in &items {
                 let m = &batch[*i];
@@ -156,7 +157,6 @@ impl RouteRunner {
                 kind,
                 reason,
             };
-            let started = Instant::now();
             let result = plugin.process_unless_all_pass(&self.writer);
             plugin_stats.observe_call(started.elapsed());
             match result {
