@@ -312,8 +312,9 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
         .collect();
     let m = median(&added);
     let (lo, hi) = spread(&added);
-    // When rounds disagree by far more than the target, the machine cannot judge it.
-    let resolvable = hi - lo <= 10.0 * 5.0;
+    // With fewer than three rounds, rounds that disagree by far more than the target, or a
+    // sandbox that seems to make messages arrive sooner, the machine cannot judge it.
+    let resolvable = added.len() >= 3 && hi - lo <= 10.0 * 5.0 && m >= -5.0;
     rows.push(Ratio {
         what: "p99 latency added by the wasm stage at 50 % load, end to end (router-wasm − router-native)".to_owned(),
         size: "100 B".to_owned(),
