@@ -206,24 +206,33 @@ impl KafkaSource {
                 Err(e) => tracing::warn!(input = %self.name, error = %e, "reading the assignment"),
             }
         }
-        // Consecutive messages mostly come from one partition: look its tracker up once.
-        let mut last: Option<(i32, Arc<PartitionTracker>)> = None;
+        // Consecutive messages of one partition form a run that shares one acknowledgement
+        // (see `PartitionTracker::begin_run`), and its tracker is looked up once.
+        let same_partition = |a: &BorrowedMessage<'_>, b: &BorrowedMessage<'_>| {
+            a.partition() == b.partition() && (self.single_topic || a.topic() == b.topic())
+        };
+        let mut runs = Vec::new();
+        let mut start = 0;
+        while start < polled.len() {
+            let first = &polled[start];
+            let end = polled[start..]
+                .iter()
+                .position(|m| !same_partition(first, m))
+                .map_or(polled.len(), |n| start + n);
+            let last = &polled[end - 1];
+            runs.push((
+                end - start,
+                self.tracker(first).begin_run(first.offset(), last.offset()),
+            ));
+            start = end;
+        }
         let mut batch = Vec::with_capacity(polled.len());
-        for message in polled {
-            let tracker = match &last {
-                Some((partition, tracker))
-                    if *partition == message.partition() && self.single_topic =>
-                {
-                    Arc::clone(tracker)
-                }
-                _ => {
-                    let tracker = self.tracker(&message);
-                    last = Some((message.partition(), Arc::clone(&tracker)));
-                    tracker
-                }
-            };
-            let ack = tracker.begin(message.offset());
-            batch.push(KafkaMessage { message, ack });
+        let mut polled = polled.into_iter();
+        for (len, ack) in runs {
+            batch.extend(polled.by_ref().take(len).map(|message| KafkaMessage {
+                message,
+                ack: ack.clone(),
+            }));
         }
         batch
     }

@@ -2,10 +2,12 @@
 //! only when every output it produced (and its dead-letter record) is acknowledged, and
 //! every earlier offset of its partition is too.
 //!
-//! Each input message gets an [`Ack`]; every record sent on its behalf holds a clone until
-//! its sink confirms delivery. When the last clone is dropped, the message is complete.
-//! A failed delivery marks it failed, and the partition never commits past it: the message
-//! is read again after a restart.
+//! Each run of consecutive messages from one partition in a batch shares one [`Ack`]; every
+//! record sent on behalf of one of them holds a clone until its sink confirms delivery. When
+//! the last clone is dropped, the run is complete. A failed delivery marks the run failed,
+//! and the partition never commits past its first offset: the run is read again after a
+//! restart. One acknowledgement per run rather than per message saves an allocation and two
+//! lock round trips per message; the price is that a failure re-reads the whole run.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +21,10 @@ pub struct PartitionTracker {
 
 #[derive(Debug, Default)]
 struct TrackerState {
-    /// Offsets read, in the order read (ascending), each with whether it is complete;
-    /// complete ones are removed from the front.
+    /// Runs read, by first offset (ascending), each with whether it is complete; complete
+    /// ones are removed from the front.
     window: VecDeque<(i64, bool)>,
-    /// How many in `window` are not complete.
+    /// How many runs in `window` are not complete.
     pending: usize,
     /// One past the highest offset read.
     next: Option<i64>,
@@ -42,20 +44,27 @@ impl PartitionTracker {
 
     /// Registers a message read at `offset` and returns its acknowledgement.
     pub fn begin(self: &Arc<Self>, offset: i64) -> Ack {
+        self.begin_run(offset, offset)
+    }
+
+    /// Registers a run of messages read one after the other, from `first` to `last`
+    /// (ascending), and returns the acknowledgement they share.
+    pub fn begin_run(self: &Arc<Self>, first: i64, last: i64) -> Ack {
         let mut s = self.lock();
         // A partition's offsets are read in ascending order, so this appends; an offset
         // read again (after an offset reset) is kept in order beside the earlier read.
-        let at = if s.window.back().is_none_or(|(last, _)| *last < offset) {
+        let at = if s.window.back().is_none_or(|(o, _)| *o < first) {
             s.window.len()
         } else {
-            s.window.partition_point(|(o, _)| *o <= offset)
+            s.window.partition_point(|(o, _)| *o <= first)
         };
-        s.window.insert(at, (offset, false));
+        s.window.insert(at, (first, false));
         s.pending += 1;
-        s.next = Some(s.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        let end = last.max(first) + 1;
+        s.next = Some(s.next.map_or(end, |n| n.max(end)));
         Ack(Arc::new(Pending {
             tracker: Arc::clone(self),
-            offset,
+            offset: first,
             failed: AtomicBool::new(false),
         }))
     }
@@ -91,7 +100,7 @@ impl PartitionTracker {
         Some(s.failed_at.map_or(low, |f| f.min(low)))
     }
 
-    /// Number of messages still in flight.
+    /// Number of runs of messages still in flight.
     pub fn in_flight(&self) -> usize {
         self.lock().pending
     }
@@ -122,12 +131,12 @@ impl Drop for Pending {
 pub struct Ack(Arc<Pending>);
 
 impl Ack {
-    /// Marks the message failed: its partition will not commit past it.
+    /// Marks the run failed: its partition will not commit past its first offset.
     pub fn fail(&self) {
         self.0.failed.store(true, Ordering::Release);
     }
 
-    /// The input offset this acknowledges.
+    /// The first input offset of the run this acknowledges.
     pub fn offset(&self) -> i64 {
         self.0.offset
     }
@@ -192,6 +201,35 @@ mod tests {
         drop(b);
         assert_eq!(t.committable(), Some(7));
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_run_commits_as_one() {
+        let t = PartitionTracker::new();
+        let first = t.begin_run(10, 14);
+        let second = t.begin_run(15, 20);
+        let record_of_11 = first.clone();
+        drop(second);
+        assert_eq!(t.committable(), Some(10), "10..=14 are still in flight");
+        drop(first);
+        assert_eq!(
+            t.committable(),
+            Some(10),
+            "a record of the first run is still out"
+        );
+        drop(record_of_11);
+        assert_eq!(t.committable(), Some(21));
+        assert_eq!(t.in_flight(), 0);
+
+        let failing = t.begin_run(21, 30);
+        failing.fail();
+        drop(failing);
+        drop(t.begin_run(31, 40));
+        assert_eq!(
+            t.committable(),
+            Some(21),
+            "a failure anywhere in a run holds commits at its start"
+        );
     }
 
     #[test]
