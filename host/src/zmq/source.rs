@@ -185,9 +185,71 @@ fn decode(
         record.payload = payload;
     } else {
         if frames.len() != 1 {
-            return Err(format!("expected one payload frame, got {}", frames.len()));
+            let hint = if frames.first().is_some_and(|f| **f == *envelope::MARKER) {
+                "; it is a Switchyard envelope: set `envelope = true` on this input to accept it"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "expected one payload frame, got {}{hint}",
+                frames.len()
+            ));
         }
         record.payload = frames.pop().unwrap_or_else(zmq::Message::new);
     }
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(parts: &[&[u8]]) -> Vec<zmq::Message> {
+        parts.iter().map(|p| zmq::Message::from(*p)).collect()
+    }
+
+    #[test]
+    fn frames_map_to_records() {
+        let endpoint: Arc<str> = "tcp://127.0.0.1:1".into();
+        let sub = decode(
+            &mut frames(&[b"EURUSD", b"1.1"]),
+            ZmqSocketType::Sub,
+            false,
+            &endpoint,
+        )
+        .expect("a topic and a payload");
+        assert_eq!(sub.key(), Some(&b"EURUSD"[..]));
+        assert_eq!(sub.payload(), b"1.1");
+
+        let router = decode(
+            &mut frames(&[b"peer-1", b"", b"request"]),
+            ZmqSocketType::Router,
+            false,
+            &endpoint,
+        )
+        .expect("identity, delimiter, payload");
+        assert_eq!(router.peer.as_deref(), Some(&b"peer-1"[..]));
+        assert_eq!(router.payload(), b"request");
+
+        let [marker, rest @ ..] = envelope::encode(Some(b"k"), None, &[("h", b"v")], b"body");
+        let mut parts = vec![marker.as_slice()];
+        parts.extend(rest.iter().map(Vec::as_slice));
+        let enveloped =
+            decode(&mut frames(&parts), ZmqSocketType::Pull, true, &endpoint).expect("an envelope");
+        assert_eq!(enveloped.key(), Some(&b"k"[..]));
+        assert_eq!(enveloped.headers(), vec![("h", &b"v"[..])]);
+        assert_eq!(enveloped.payload(), b"body");
+
+        let refused = decode(&mut frames(&parts), ZmqSocketType::Pull, false, &endpoint)
+            .expect_err("an envelope on a plain input");
+        assert!(refused.contains("set `envelope = true`"), "{refused}");
+        let refused = decode(
+            &mut frames(&[b"a", b"b"]),
+            ZmqSocketType::Pull,
+            false,
+            &endpoint,
+        )
+        .expect_err("two frames");
+        assert_eq!(refused, "expected one payload frame, got 2");
+    }
 }
