@@ -118,10 +118,7 @@ impl BatchWriter {
     ) {
         let buf = &mut self.buf;
         let start = buf.len();
-        // One reservation for the common case (a short origin, few headers), then the
-        // fixed part as a placeholder filled in below.
-        buf.reserve(4 + FIXED + 96 + key.map_or(0, <[u8]>::len) + payload.len());
-        buf.extend_from_slice(&[0; 4 + FIXED]);
+        buf.resize(start + 4 + FIXED, 0);
         let origin_start = buf.len();
         let kind = put_origin(buf, origin);
         let origin_size = buf.len() - origin_start;

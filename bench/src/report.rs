@@ -178,6 +178,17 @@ fn per_round(r: &Results, config: &str, size: usize) -> Vec<f64> {
     v.into_iter().map(|(_, x)| x).collect()
 }
 
+/// The median over rounds of one optional figure of `config` at `size`.
+fn median_of(r: &Results, config: &str, size: usize, pick: fn(&Throughput) -> Option<f64>) -> f64 {
+    let values: Vec<f64> = r
+        .throughput
+        .iter()
+        .filter(|t| t.config == config && t.size == size)
+        .filter_map(pick)
+        .collect();
+    median(&values)
+}
+
 /// Per-round ratios of `a` to `b` at `size`: each pair was measured side by side.
 fn ratios(r: &Results, a: &str, b: &str, size: usize) -> Vec<f64> {
     per_round(r, a, size)
@@ -425,25 +436,13 @@ pub fn markdown(r: &Results) -> String {
         for &size in &r.sizes {
             let values = per_round(r, config, size);
             let (lo, hi) = spread(&values);
-            let cpu: Vec<f64> = r
-                .throughput
-                .iter()
-                .filter(|t| t.config == config && t.size == size)
-                .filter_map(|t| t.cpu_ns_per_msg)
-                .collect();
-            let cpu = median(&cpu);
+            let cpu = median_of(r, config, size, |t| t.cpu_ns_per_msg);
             let cpu = if cpu.is_finite() {
                 format!(" · {cpu:.0} ns CPU")
             } else {
                 String::new()
             };
-            let batches: Vec<f64> = r
-                .throughput
-                .iter()
-                .filter(|t| t.config == config && t.size == size)
-                .filter_map(|t| t.mean_batch)
-                .collect();
-            let batch = median(&batches);
+            let batch = median_of(r, config, size, |t| t.mean_batch);
             let cpu = if batch.is_finite() {
                 format!("{cpu} · batch {batch:.0}")
             } else {

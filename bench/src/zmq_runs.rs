@@ -323,7 +323,6 @@ fn latency_once(
         .map_err(|_| anyhow::anyhow!("sender panicked"))??;
     let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let stage_p99_us = middle.as_ref().and_then(Middle::stage_p99_us);
-    drop(middle);
     Ok(Latency {
         config: config.to_owned(),
         load_pct: load,

@@ -39,9 +39,13 @@ impl ClientContext for SourceContext {
         let mut lag = BTreeMap::new();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                // Partition -1 is librdkafka's internal "unassigned" entry. librdkafka gives
-                // no lag (-1) for a partition this member fetches but has not consumed from
-                // yet: everything from the log start is then still to be read.
+                // Partition -1 is librdkafka's internal "unassigned" entry.
+                if *partition < 0 {
+                    continue;
+                }
+                // librdkafka gives no lag (-1) for a partition this member fetches but has
+                // not consumed from yet: everything from the log start is then still to be
+                // read.
                 let behind = if p.consumer_lag >= 0 {
                     p.consumer_lag
                 } else if p.fetch_state == "active" && p.hi_offset >= 0 {
@@ -49,9 +53,7 @@ impl ClientContext for SourceContext {
                 } else {
                     continue;
                 };
-                if *partition >= 0 {
-                    lag.insert((topic.clone(), *partition), behind);
-                }
+                lag.insert((topic.clone(), *partition), behind);
             }
         }
         self.stats.set_lag(lag);

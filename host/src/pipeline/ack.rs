@@ -136,11 +136,6 @@ impl Ack {
         self.0.failed.store(true, Ordering::Release);
     }
 
-    /// The first input offset of the run this acknowledges.
-    pub fn offset(&self) -> i64 {
-        self.0.offset
-    }
-
     /// Gives up the reference as a raw pointer, to travel with a record through a C
     /// library; [`Ack::from_raw`] takes it back.
     pub fn into_raw(self) -> *const () {

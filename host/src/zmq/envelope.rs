@@ -40,17 +40,10 @@ pub fn encode(
 }
 
 /// Decodes the four frames after the marker: key, meta, headers, payload.
-pub fn decode<F: std::ops::Deref<Target = [u8]>>(frames: &mut Vec<F>) -> Result<(Meta, F), String> {
-    let count = frames.len();
-    let (4, Some(payload), Some(block), Some(meta), Some(key)) = (
-        count,
-        frames.pop(),
-        frames.pop(),
-        frames.pop(),
-        frames.pop(),
-    ) else {
-        return Err(format!("an envelope has 5 frames, this one {}", count + 1));
-    };
+pub fn decode<F: std::ops::Deref<Target = [u8]>>(frames: Vec<F>) -> Result<(Meta, F), String> {
+    let [key, meta, block, payload]: [F; 4] = frames
+        .try_into()
+        .map_err(|f: Vec<F>| format!("an envelope has 5 frames, this one {}", f.len() + 1))?;
     let [flags, ts @ ..] = &*meta else {
         return Err("envelope meta frame is empty".to_owned());
     };
@@ -94,8 +87,8 @@ mod tests {
     fn round_trips_and_rejects_junk() {
         let [marker, rest @ ..] = encode(Some(b"k"), Some(7), &[("a", b"1"), ("a", b"\xff")], b"p");
         assert_eq!(marker, MARKER);
-        let mut frames = rest.to_vec();
-        let (meta, payload) = decode(&mut frames).expect("valid");
+        let frames = rest.to_vec();
+        let (meta, payload) = decode(frames).expect("valid");
         assert_eq!(payload, b"p");
         assert_eq!(
             meta,
@@ -105,9 +98,9 @@ mod tests {
                 headers: vec![("a".into(), b"1".to_vec()), ("a".into(), vec![0xff])],
             }
         );
-        let mut short = vec![vec![], vec![1], vec![0, 0, 0, 9], vec![]];
-        assert!(decode(&mut short).is_err());
-        let mut few = vec![vec![]];
-        assert!(decode(&mut few).is_err());
+        let short = vec![vec![], vec![1], vec![0, 0, 0, 9], vec![]];
+        assert!(decode(short).is_err());
+        let few = vec![vec![]];
+        assert!(decode(few).is_err());
     }
 }

@@ -176,16 +176,17 @@ fn decode(
         headers: Vec::new(),
         timestamp: None,
     };
-    if envelope && frames.first().is_some_and(|f| **f == *envelope::MARKER) {
+    let enveloped = frames.first().is_some_and(|f| **f == *envelope::MARKER);
+    if envelope && enveloped {
         frames.remove(0);
-        let (meta, payload) = envelope::decode(frames)?;
+        let (meta, payload) = envelope::decode(std::mem::take(frames))?;
         record.key = meta.key;
         record.timestamp = meta.timestamp;
         record.headers = meta.headers;
         record.payload = payload;
     } else {
         if frames.len() != 1 {
-            let hint = if frames.first().is_some_and(|f| **f == *envelope::MARKER) {
+            let hint = if enveloped {
                 "; it is a Switchyard envelope: set `envelope = true` on this input to accept it"
             } else {
                 ""
@@ -204,52 +205,41 @@ fn decode(
 mod tests {
     use super::*;
 
-    fn frames(parts: &[&[u8]]) -> Vec<zmq::Message> {
-        parts.iter().map(|p| zmq::Message::from(*p)).collect()
+    /// Decodes `parts` as received on a `kind` socket.
+    fn decode_parts(
+        parts: &[&[u8]],
+        kind: ZmqSocketType,
+        envelope: bool,
+    ) -> Result<ZmqRecord, String> {
+        let mut frames = parts.iter().map(|p| zmq::Message::from(*p)).collect();
+        decode(&mut frames, kind, envelope, &"tcp://127.0.0.1:1".into())
     }
 
     #[test]
     fn frames_map_to_records() {
-        let endpoint: Arc<str> = "tcp://127.0.0.1:1".into();
-        let sub = decode(
-            &mut frames(&[b"EURUSD", b"1.1"]),
-            ZmqSocketType::Sub,
-            false,
-            &endpoint,
-        )
-        .expect("a topic and a payload");
+        let sub = decode_parts(&[b"EURUSD", b"1.1"], ZmqSocketType::Sub, false)
+            .expect("a topic and a payload");
         assert_eq!(sub.key(), Some(&b"EURUSD"[..]));
         assert_eq!(sub.payload(), b"1.1");
 
-        let router = decode(
-            &mut frames(&[b"peer-1", b"", b"request"]),
-            ZmqSocketType::Router,
-            false,
-            &endpoint,
-        )
-        .expect("identity, delimiter, payload");
+        let router = decode_parts(&[b"peer-1", b"", b"request"], ZmqSocketType::Router, false)
+            .expect("identity, delimiter, payload");
         assert_eq!(router.peer.as_deref(), Some(&b"peer-1"[..]));
         assert_eq!(router.payload(), b"request");
 
         let [marker, rest @ ..] = envelope::encode(Some(b"k"), None, &[("h", b"v")], b"body");
         let mut parts = vec![marker.as_slice()];
         parts.extend(rest.iter().map(Vec::as_slice));
-        let enveloped =
-            decode(&mut frames(&parts), ZmqSocketType::Pull, true, &endpoint).expect("an envelope");
+        let enveloped = decode_parts(&parts, ZmqSocketType::Pull, true).expect("an envelope");
         assert_eq!(enveloped.key(), Some(&b"k"[..]));
         assert_eq!(enveloped.headers(), vec![("h", &b"v"[..])]);
         assert_eq!(enveloped.payload(), b"body");
 
-        let refused = decode(&mut frames(&parts), ZmqSocketType::Pull, false, &endpoint)
+        let refused = decode_parts(&parts, ZmqSocketType::Pull, false)
             .expect_err("an envelope on a plain input");
         assert!(refused.contains("set `envelope = true`"), "{refused}");
-        let refused = decode(
-            &mut frames(&[b"a", b"b"]),
-            ZmqSocketType::Pull,
-            false,
-            &endpoint,
-        )
-        .expect_err("two frames");
+        let refused =
+            decode_parts(&[b"a", b"b"], ZmqSocketType::Pull, false).expect_err("two frames");
         assert_eq!(refused, "expected one payload frame, got 2");
     }
 }
