@@ -10,6 +10,7 @@ use switchyard::plugin::{
 use switchyard_abi::{BatchWriter, Origin, Outcome};
 
 pub mod admin;
+pub mod broker;
 pub mod kafka;
 pub mod procs;
 

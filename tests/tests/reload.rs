@@ -13,8 +13,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sha2::{Digest, Sha256};
 use switchyard_tests::admin::{get, metric, post, sample};
+use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Input, Record, produce, read_topic};
-use switchyard_tests::procs::{Proc, Scratch, kafka_dev, router_env};
+use switchyard_tests::procs::{Proc, Scratch, router_env};
 use switchyard_tests::{free_port, plugins, wait_until};
 
 const READ: Duration = Duration::from_secs(90);
@@ -193,9 +194,9 @@ fn version_of(r: &Record) -> u32 {
         .expect("version digits")
 }
 
-#[test]
-fn plugin_swapped_twenty_times_under_load_loses_nothing_and_never_mixes_versions() {
-    let (_cluster, bootstrap) = kafka_dev(&["in:4", "out:4", "dead:1"]);
+fn plugin_swapped_twenty_times_under_load_loses_nothing_and_never_mixes_versions(kind: BrokerKind) {
+    let broker = Broker::start(kind, &["in:4", "out:4", "dead:1"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("reload-swap");
     let plugin = scratch.path("tag.wasm");
     std::fs::write(&plugin, tag_build(1)).expect("write v1");
@@ -332,9 +333,9 @@ fn flows_on_v1(bootstrap: &str, from: u64, n: u64, delivered_before: usize) -> u
     expected
 }
 
-#[test]
-fn invalid_changes_leave_the_running_set_and_are_reported_three_ways() {
-    let (_cluster, bootstrap) = kafka_dev(&["in:4", "out:4", "dead:1"]);
+fn invalid_changes_leave_the_running_set_and_are_reported_three_ways(kind: BrokerKind) {
+    let broker = Broker::start(kind, &["in:4", "out:4", "dead:1"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("reload-invalid");
     let plugin = scratch.path("tag.wasm");
     let good_wasm = tag_build(1);
@@ -475,9 +476,9 @@ fn regional(from: u64) -> Vec<Input> {
         .collect()
 }
 
-#[test]
-fn editing_a_when_predicate_through_a_configmap_swap_applies_without_a_rebalance() {
-    let (_cluster, bootstrap) = kafka_dev(&["in:4", "out:4"]);
+fn editing_a_when_predicate_through_a_configmap_swap_applies_without_a_rebalance(kind: BrokerKind) {
+    let broker = Broker::start(kind, &["in:4", "out:4"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("reload-when");
     // The layout Kubernetes gives a mounted ConfigMap: the file is a symlink through
     // `..data`, itself a symlink to a timestamped directory swapped by a rename.
@@ -531,9 +532,9 @@ fn editing_a_when_predicate_through_a_configmap_swap_applies_without_a_rebalance
     router.stop();
 }
 
-#[test]
-fn metrics_routes_and_health_report_what_happened() {
-    let (_cluster, bootstrap) = kafka_dev(&["orders:4", "valid:4", "dead:1"]);
+fn metrics_routes_and_health_report_what_happened(kind: BrokerKind) {
+    let broker = Broker::start(kind, &["orders:4", "valid:4", "dead:1"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("reload-metrics");
     let text = format!(
         r#"
@@ -675,9 +676,9 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-#[test]
-fn memory_stays_flat_over_two_hundred_reloads() {
-    let (_cluster, bootstrap) = kafka_dev(&["in:4", "out:4", "dead:1"]);
+fn memory_stays_flat_over_two_hundred_reloads(kind: BrokerKind) {
+    let broker = Broker::start(kind, &["in:4", "out:4", "dead:1"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("reload-memory");
     let plugin = scratch.path("tag.wasm");
     let builds = [tag_build(1), tag_build(2)];
@@ -724,3 +725,11 @@ fn memory_stays_flat_over_two_hundred_reloads() {
     );
     router.stop();
 }
+
+switchyard_tests::on_both_brokers!(
+    plugin_swapped_twenty_times_under_load_loses_nothing_and_never_mixes_versions,
+    invalid_changes_leave_the_running_set_and_are_reported_three_ways,
+    editing_a_when_predicate_through_a_configmap_swap_applies_without_a_rebalance,
+    metrics_routes_and_health_report_what_happened,
+    memory_stays_flat_over_two_hundred_reloads,
+);

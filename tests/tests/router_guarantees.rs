@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{
     Input, Record, committed, produce, read_all, read_topic, topic_size,
 };
-use switchyard_tests::procs::{Proc, Scratch, kafka_dev, router};
+use switchyard_tests::procs::{Proc, Scratch, router};
 use switchyard_tests::{plugins, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -89,13 +90,13 @@ fn start(cfg: &Path, scratch: &Scratch, log: &str) -> Proc {
     router(cfg, &scratch.path(log))
 }
 
-#[test]
-fn sigkill_mid_stream_loses_nothing() {
+fn sigkill_mid_stream_loses_nothing(kind: BrokerKind) {
     // Long enough that the router, at full speed, is still mid-stream when the first
     // commit is seen and the kill lands; 16 partitions keep each within the embedded
     // cluster's bounded log.
     const N: u64 = 300_000;
-    let (_cluster, bootstrap) = kafka_dev(&["in:16", "out:16"]);
+    let broker = Broker::start(kind, &["in:16", "out:16"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("kill");
     let cfg = scratch.write("router.toml", &config(&bootstrap));
     produce(&bootstrap, "in", &stream(N));
@@ -143,10 +144,10 @@ fn sigkill_mid_stream_loses_nothing() {
     drop(second);
 }
 
-#[test]
-fn sigterm_drains_and_a_restart_duplicates_nothing() {
+fn sigterm_drains_and_a_restart_duplicates_nothing(kind: BrokerKind) {
     const N: u64 = 20_000;
-    let (_cluster, bootstrap) = kafka_dev(&["in:4", "out:4"]);
+    let broker = Broker::start(kind, &["in:4", "out:4"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("term");
     let cfg = scratch.write("router.toml", &config(&bootstrap));
     produce(&bootstrap, "in", &stream(N / 2));
@@ -175,10 +176,10 @@ fn sigterm_drains_and_a_restart_duplicates_nothing() {
     assert_eq!(a.out_of_order, 0);
 }
 
-#[test]
-fn a_second_router_joins_and_leaves_under_load() {
+fn a_second_router_joins_and_leaves_under_load(kind: BrokerKind) {
     const N: u64 = 40_000;
-    let (_cluster, bootstrap) = kafka_dev(&["in:8", "out:8"]);
+    let broker = Broker::start(kind, &["in:8", "out:8"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("group");
     let cfg = scratch.write("router.toml", &config(&bootstrap));
     let assigned = |log: &str| {
@@ -225,3 +226,9 @@ fn a_second_router_joins_and_leaves_under_load() {
     assert_eq!(audit.out_of_order, 0);
     drop(a);
 }
+
+switchyard_tests::on_both_brokers!(
+    sigkill_mid_stream_loses_nothing,
+    sigterm_drains_and_a_restart_duplicates_nothing,
+    a_second_router_joins_and_leaves_under_load,
+);

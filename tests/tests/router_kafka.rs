@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Input, Record, produce, read_topic};
 use switchyard_tests::plugins;
-use switchyard_tests::procs::{Scratch, kafka_dev, router};
+use switchyard_tests::procs::{Scratch, router};
 
 const READ: Duration = Duration::from_secs(60);
 
@@ -72,15 +73,18 @@ fn inputs() -> Vec<Input> {
         .collect()
 }
 
-#[test]
-fn kafka_to_kafka_filters_routes_fans_out_and_dead_letters() {
-    let (_cluster, bootstrap) = kafka_dev(&[
-        "orders:4",
-        "orders.valid:4",
-        "orders.eu:2",
-        "orders.us:2",
-        "orders.dlq:1",
-    ]);
+fn kafka_to_kafka_filters_routes_fans_out_and_dead_letters(kind: BrokerKind) {
+    let broker = Broker::start(
+        kind,
+        &[
+            "orders:4",
+            "orders.valid:4",
+            "orders.eu:2",
+            "orders.us:2",
+            "orders.dlq:1",
+        ],
+    );
+    let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("k2k");
     let cfg = scratch.write("router.toml", &config(&bootstrap));
     let mut proc = router(&cfg, &scratch.path("router.log"));
@@ -171,3 +175,5 @@ fn kafka_to_kafka_filters_routes_fans_out_and_dead_letters() {
         .expect("router exits after SIGTERM");
     assert!(status.success(), "router exit status {status}");
 }
+
+switchyard_tests::on_both_brokers!(kafka_to_kafka_filters_routes_fans_out_and_dead_letters,);

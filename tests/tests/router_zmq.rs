@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Input, produce, read_topic};
-use switchyard_tests::procs::{Proc, Scratch, kafka_dev, router};
+use switchyard_tests::procs::{Proc, Scratch, router};
 use switchyard_tests::{free_port, plugins, wait_until, zmq_connect};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -33,9 +34,9 @@ fn stop(mut proc: Proc) {
     assert!(status.success(), "exit status {status}");
 }
 
-#[test]
-fn zmq_push_to_kafka() {
-    let (_cluster, bootstrap) = kafka_dev(&["ticks:1"]);
+fn zmq_push_to_kafka(kind: BrokerKind) {
+    let broker = Broker::start(kind, &["ticks:1"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let port = free_port();
     let scratch = Scratch::new("z2k");
     let cfg = scratch.write(
@@ -70,9 +71,9 @@ to = ["ticks"]
     stop(proc);
 }
 
-#[test]
-fn kafka_to_zmq_push_with_envelope_and_pub() {
-    let (_cluster, bootstrap) = kafka_dev(&["orders:1"]);
+fn kafka_to_zmq_push_with_envelope_and_pub(kind: BrokerKind) {
+    let broker = Broker::start(kind, &["orders:1"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let (push_port, pub_port) = (free_port(), free_port());
     let scratch = Scratch::new("k2z");
     let cfg = scratch.write(
@@ -239,9 +240,9 @@ to = ["workers"]
     stop(proc);
 }
 
-#[test]
-fn sub_input_and_envelope_input_to_kafka() {
-    let (_cluster, bootstrap) = kafka_dev(&["quotes:1", "orders:1"]);
+fn sub_input_and_envelope_input_to_kafka(kind: BrokerKind) {
+    let broker = Broker::start(kind, &["quotes:1", "orders:1"]);
+    let bootstrap = broker.bootstrap().to_owned();
     let (sub_port, env_port) = (free_port(), free_port());
     let scratch = Scratch::new("zin");
     let cfg = scratch.write(
@@ -349,3 +350,9 @@ to = ["orders"]
     );
     stop(proc);
 }
+
+switchyard_tests::on_both_brokers!(
+    zmq_push_to_kafka,
+    kafka_to_zmq_push_with_envelope_and_pub,
+    sub_input_and_envelope_input_to_kafka,
+);

@@ -41,15 +41,27 @@ enum Command {
         #[arg(long, hide = true)]
         native_identity: bool,
     },
-    /// Runs the embedded Kafka cluster (for development and tests, not production) as a
-    /// process of its own and prints its bootstrap address.
+    /// Runs a development Kafka as a process of its own and prints its bootstrap address on
+    /// the first line of stdout: the embedded cluster (librdkafka's mock, no setup), or with
+    /// `--apache` a real single-node Apache Kafka (needs Java 17 and Maven; the jars are
+    /// fetched from Maven Central once). Stops on Ctrl-C or SIGTERM and removes everything.
     KafkaDev {
         /// A topic to create, NAME:PARTITIONS (partitions default to 4); repeat for several.
         #[arg(long = "topic", value_name = "NAME[:PARTITIONS]")]
         topics: Vec<String>,
-        /// Number of brokers.
-        #[arg(long, default_value_t = 1)]
+        /// Number of brokers (embedded cluster only).
+        #[arg(long, default_value_t = 1, conflicts_with = "apache")]
         brokers: i32,
+        /// Start Apache Kafka (KRaft, combined broker and controller) instead of the
+        /// embedded cluster.
+        #[arg(long)]
+        apache: bool,
+        /// With --apache: the broker's maximum heap in MiB.
+        #[arg(long, default_value_t = 512, requires = "apache", value_name = "MIB")]
+        heap_mb: u32,
+        /// With --apache: fetch the broker's jars into the cache and exit.
+        #[arg(long, requires = "apache")]
+        fetch_only: bool,
     },
     /// Checks a configuration file as a run would: syntax, names, sockets, loops, and every
     /// plugin loaded and initialised. Prints each problem as FILE:LINE:COLUMN: message.
@@ -131,7 +143,21 @@ pub fn main() -> ExitCode {
             file,
             native_identity,
         } => run::run(&file, native_identity),
-        Command::KafkaDev { topics, brokers } => kafka_dev::run(&topics, brokers),
+        Command::KafkaDev {
+            topics,
+            brokers,
+            apache,
+            heap_mb,
+            fetch_only,
+        } => {
+            if fetch_only {
+                kafka_dev::fetch().map(|()| ExitCode::SUCCESS)
+            } else if apache {
+                kafka_dev::run_apache(&topics, heap_mb)
+            } else {
+                kafka_dev::run(&topics, brokers)
+            }
+        }
         Command::Validate { file } => validate::run(&file),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(args),
         Command::Plugin(PluginCommand::New(args)) => {

@@ -1,5 +1,5 @@
-//! Kafka sources and sinks, and the embedded development cluster. They never see wasmtime
-//! types.
+//! Kafka sources and sinks, the embedded development cluster and the Apache Kafka launcher.
+//! They never see wasmtime types.
 //!
 //! Guarantee: **at-least-once** from a Kafka input. An input offset is stored for commit
 //! only after every record it produced, and its dead-letter record, is acknowledged by the
@@ -8,10 +8,12 @@
 //! delivery fails hold their partition's commits back, so they are read again after a
 //! restart.
 
+mod apache;
 mod embedded;
 mod sink;
 mod source;
 
+pub use apache::{APACHE_KAFKA_VERSION, ApacheKafka, ApacheKafkaOptions, fetch_jars};
 pub use embedded::EmbeddedCluster;
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
