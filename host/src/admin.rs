@@ -3,7 +3,6 @@
 //! single-threaded Tokio runtime; nothing on the message path waits for it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -97,21 +96,21 @@ async fn ready(State(state): State<AdminState>) -> Response {
         )
             .into_response();
     };
-    let waiting: Vec<&str> = running
+    let waiting: Vec<String> = running
         .inputs
         .iter()
-        .filter(|(_, stats)| !stats.ready.load(Ordering::Relaxed))
-        .map(|(name, _)| name.as_str())
+        .filter(|(_, stats)| !stats.is_ready())
+        .map(|(name, stats)| match stats.problem() {
+            Some(problem) => format!("input `{name}`: {problem}"),
+            None => format!("input `{name}`: not connected yet"),
+        })
         .collect();
     if waiting.is_empty() {
         "ready\n".into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "not ready: inputs not connected yet: {}\n",
-                waiting.join(", ")
-            ),
+            format!("not ready:\n{}\n", waiting.join("\n")),
         )
             .into_response()
     }

@@ -145,9 +145,33 @@ pub struct InputStats {
     pub assignments: AtomicU64,
     /// Consumer lag by (topic, partition), from librdkafka's statistics.
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Why a connected input cannot flow (a subscribed topic that does not exist); set and
+    /// cleared by the input, shown by `/health/ready`.
+    pub problem: Mutex<Option<String>>,
 }
 
 impl InputStats {
+    /// Whether the input is connected and has no problem.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.problem().is_none()
+    }
+
+    /// The input's current problem, if any.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets or clears the input's problem; returns the one it replaces.
+    pub fn set_problem(&self, problem: Option<String>) -> Option<String> {
+        std::mem::replace(
+            &mut *self.problem.lock().unwrap_or_else(PoisonError::into_inner),
+            problem,
+        )
+    }
+
     /// Replaces the lag figures.
     pub fn set_lag(&self, lag: BTreeMap<(String, i32), i64>) {
         *self.lag.lock().unwrap_or_else(PoisonError::into_inner) = lag;

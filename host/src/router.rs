@@ -140,11 +140,8 @@ impl RouterHandle {
     /// Ready: a set is running and every input is connected (outputs are open before a
     /// set is swapped in).
     pub fn is_ready(&self) -> bool {
-        self.running().is_some_and(|r| {
-            r.inputs
-                .iter()
-                .all(|(_, stats)| stats.ready.load(Ordering::Relaxed))
-        })
+        self.running()
+            .is_some_and(|r| r.inputs.iter().all(|(_, stats)| stats.is_ready()))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod broker;
 pub mod kafka;
 pub mod procs;
+pub mod stream;
 
 /// Paths of the plugins in `plugins/`, built for wasm32-wasip2 by this crate's build script.
 pub mod plugins {

@@ -2,15 +2,13 @@
 //! drains, and two routers sharing a consumer group. Every message carries (key, sequence)
 //! so lost, duplicated and reordered messages can be counted.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
 use switchyard_tests::broker::{Broker, BrokerKind};
-use switchyard_tests::kafka::{
-    Input, Record, committed, produce, read_all, read_topic, topic_size,
-};
+use switchyard_tests::kafka::{committed, produce, read_all, read_topic, topic_size};
 use switchyard_tests::procs::{Proc, Scratch, router};
+use switchyard_tests::stream::{audit, stream};
 use switchyard_tests::{plugins, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -33,57 +31,6 @@ to = ["out"]
 "#,
         passthrough = plugins::PASSTHROUGH
     )
-}
-
-/// `n` messages over 1000 keys; the payload carries the sequence number.
-fn stream(n: u64) -> Vec<Input> {
-    (0..n)
-        .map(|i| {
-            (
-                Some(format!("key-{}", i % 1000)),
-                format!(
-                    "seq {i:08} padding-to-about-a-hundred-bytes-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-                ),
-                vec![],
-            )
-        })
-        .collect()
-}
-
-fn seq(r: &Record) -> u64 {
-    r.payload[4..12].parse().expect("sequence number")
-}
-
-/// Lost and duplicated counts, and order violations per key (first occurrences).
-struct Audit {
-    lost: u64,
-    duplicates: u64,
-    out_of_order: u64,
-}
-
-fn audit(records: &[Record], n: u64) -> Audit {
-    let mut seen = BTreeSet::new();
-    let mut duplicates = 0;
-    let mut last: BTreeMap<String, u64> = BTreeMap::new();
-    let mut out_of_order = 0;
-    for r in records {
-        let s = seq(r);
-        if !seen.insert(s) {
-            duplicates += 1;
-            continue;
-        }
-        let key = r.key.clone().unwrap_or_default();
-        if let Some(prev) = last.insert(key, s)
-            && prev > s
-        {
-            out_of_order += 1;
-        }
-    }
-    Audit {
-        lost: n - seen.len() as u64,
-        duplicates,
-        out_of_order,
-    }
 }
 
 fn start(cfg: &Path, scratch: &Scratch, log: &str) -> Proc {

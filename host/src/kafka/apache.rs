@@ -78,11 +78,26 @@ impl ApacheKafka {
     /// it answers metadata requests.
     pub fn start(options: &ApacheKafkaOptions) -> anyhow::Result<Self> {
         let libs = fetch_jars()?;
+        // The ports are free when chosen, but another process can take one before the JVM
+        // binds it: a broker that exits during start is tried again on new ports.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(options, &libs) {
+                Err(e) if attempt < 3 && e.is::<ExitedDuringStart>() => {
+                    tracing::warn!(error = %format!("{e:#}"), "Apache Kafka: starting again on other ports");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(options: &ApacheKafkaOptions, libs: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("switchyard-apache-kafka-")
             .tempdir()
             .context("cannot create the broker's temporary directory")?;
-        let (broker_port, controller_port) = (free_port()?, free_port()?);
+        let (broker_port, controller_port) = free_ports()?;
         let bootstrap = format!("127.0.0.1:{broker_port}");
         let data = dir.path().join("data");
         let properties = format!(
@@ -294,10 +309,10 @@ impl ApacheKafka {
                 && let Some(status) = child.try_wait()?
             {
                 self.broker = None;
-                bail!(
+                return Err(anyhow::Error::new(ExitedDuringStart)).context(format!(
                     "the Apache Kafka broker exited during start ({status}); its log ends:\n{}",
                     self.log_tail()
-                );
+                ));
             }
             if consumer
                 .fetch_metadata(None, Duration::from_millis(500))
@@ -440,11 +455,18 @@ fn signal(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+/// Two distinct loopback ports that were free a moment ago (both held while choosing, so
+/// the kernel cannot hand out the same one twice).
+fn free_ports() -> anyhow::Result<(u16, u16)> {
+    let a = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let b = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
 }
+
+/// The broker's JVM exited before it answered.
+#[derive(Debug, thiserror::Error)]
+#[error("the broker exited during start")]
+struct ExitedDuringStart;
 
 /// A random KRaft cluster id: 16 bytes, URL-safe base64 without padding.
 fn cluster_id() -> String {

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard_abi::Origin;
 
@@ -30,6 +32,8 @@ struct SourceContext {
     /// Set when partitions were revoked, so a batch being gathered can drop what it
     /// polled from them.
     revoked: AtomicBool,
+    /// Set when partitions were assigned, so a missing topic is looked for again.
+    assigned: AtomicBool,
     /// Readiness, assignments and lag, for the admin endpoint.
     stats: Arc<InputStats>,
 }
@@ -105,6 +109,7 @@ impl ConsumerContext for SourceContext {
             self.stats.assignments.fetch_add(1, Ordering::Relaxed);
             self.stats.ready.store(true, Ordering::Relaxed);
             tracing::info!(input = %self.input, partitions = partitions.count(), "partitions assigned");
+            self.assigned.store(true, Ordering::Release);
         }
     }
 }
@@ -140,6 +145,8 @@ pub struct KafkaSource {
     name: String,
     consumer: BaseConsumer<SourceContext>,
     trackers: Trackers,
+    /// The subscribed topics.
+    topics: Vec<String>,
     /// Whether one topic is consumed, so a partition number alone names a partition.
     single_topic: bool,
 }
@@ -161,6 +168,7 @@ impl KafkaSource {
                 input: name.to_owned(),
                 trackers: Arc::clone(&trackers),
                 revoked: AtomicBool::new(false),
+                assigned: AtomicBool::new(false),
                 stats,
             })
             .with_context(|| format!("input `{name}`: cannot create a Kafka consumer"))?;
@@ -173,6 +181,7 @@ impl KafkaSource {
             consumer,
             trackers,
             single_topic: topics.len() == 1,
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
         })
     }
 
@@ -190,10 +199,19 @@ impl KafkaSource {
         while polled.len() < max {
             match self.consumer.poll(timeout) {
                 Some(Ok(message)) => polled.push(message),
+                Some(Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+                ))) => self.check_topics(),
                 Some(Err(e)) => tracing::warn!(input = %self.name, error = %e, "consumer error"),
                 None => break,
             }
             timeout = Duration::ZERO;
+        }
+        // A missing topic may have appeared: look again when partitions or messages came.
+        if (context.assigned.swap(false, Ordering::AcqRel) || !polled.is_empty())
+            && context.stats.problem().is_some()
+        {
+            self.check_topics();
         }
         if context.revoked.load(Ordering::Acquire) {
             match self.consumer.assignment() {
@@ -237,6 +255,43 @@ impl KafkaSource {
             }));
         }
         batch
+    }
+
+    /// A subscribed topic does not exist (auto-creation off, or a wrong name): say which,
+    /// once per change, and keep `/health/ready` red until it appears; say once when every
+    /// topic is there again. The consumer keeps its subscription and picks a topic up when
+    /// it is created.
+    fn check_topics(&self) {
+        let missing: Vec<&str> = self
+            .topics
+            .iter()
+            .filter(|topic| {
+                self.consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                    .is_ok_and(|m| {
+                        m.topics()
+                            .iter()
+                            .all(|t| t.error().is_some() || t.partitions().is_empty())
+                    })
+            })
+            .map(String::as_str)
+            .collect();
+        let context = self.consumer.context();
+        if missing.is_empty() {
+            if let Some(was) = context.stats.set_problem(None) {
+                tracing::info!(input = %self.name, was = %was, "subscribed topics exist now");
+            }
+            return;
+        }
+        let names: Vec<String> = missing.iter().map(|t| format!("`{t}`")).collect();
+        let problem = format!(
+            "topic {} does not exist on the broker (its name is wrong, or automatic topic \
+             creation is off); waiting for it",
+            names.join(", ")
+        );
+        if context.stats.set_problem(Some(problem.clone())).as_ref() != Some(&problem) {
+            tracing::warn!(input = %self.name, "{problem}");
+        }
     }
 
     fn tracker(&self, message: &BorrowedMessage<'_>) -> Arc<PartitionTracker> {

@@ -1,0 +1,289 @@
+//! What the embedded cluster hides, checked on Apache Kafka: consumer-group rebalances under
+//! load with each assignment protocol, the commit of finished work when partitions are
+//! revoked, a topic that does not exist, and the broker stopped and started again under
+//! load. Streams carry (key, sequence) and are audited for loss, duplicates and order.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use switchyard::kafka::ApacheKafkaOptions;
+use switchyard_tests::admin::get;
+use switchyard_tests::broker::{Broker, BrokerKind};
+use switchyard_tests::kafka::{committed, produce, read_all, topic_size};
+use switchyard_tests::procs::{Proc, Scratch, router, router_env};
+use switchyard_tests::stream::{PacedProducer, audit, stream};
+use switchyard_tests::{free_port, plugins, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The classic protocol's timeouts, short enough that a test does not wait on a session.
+const CLASSIC: &str = r#""session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500", "auto.commit.interval.ms" = "200""#;
+
+/// A `passthrough` route from `in` to `out`, group `group`, with these librdkafka options.
+fn config(bootstrap: &str, group: &str, options: &str) -> String {
+    format!(
+        r#"
+[kafka.main]
+bootstrap = "{bootstrap}"
+options = {{ {options} }}
+[inputs.in]
+kafka = {{ cluster = "main", topics = ["in"], group = "{group}" }}
+[outputs.out]
+kafka = {{ cluster = "main", topic = "out" }}
+[[routes]]
+name = "copy"
+from = ["in"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["out"]
+"#,
+        passthrough = plugins::PASSTHROUGH
+    )
+}
+
+fn log_contains(path: &Path, text: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|l| l.contains(text))
+}
+
+fn stop(mut proc: Proc) {
+    proc.signal("TERM");
+    assert!(
+        proc.wait_for_exit(Duration::from_secs(30))
+            .is_some_and(|s| s.success()),
+        "the router did not drain and exit cleanly"
+    );
+}
+
+/// Three routers in one group: a second and a third join while a stream flows, then leave
+/// one after the other. Lost 0 and order kept per key; duplicates are reported.
+fn rebalance_under_load(options: &str, label: &str) {
+    const N: u64 = 60_000;
+    let broker = Broker::start(BrokerKind::Apache, &["in:8", "out:8"]);
+    let bootstrap = broker.bootstrap().to_owned();
+    let scratch = Scratch::new("rebalance");
+    let cfg = scratch.write("router.toml", &config(&bootstrap, "rebalance", options));
+    let started = Instant::now();
+    let a = router(&cfg, &scratch.path("a.log"));
+    assert!(
+        wait_until(DEADLINE, || log_contains(
+            &scratch.path("a.log"),
+            "partitions assigned"
+        )),
+        "the first router gets partitions"
+    );
+    let producer = PacedProducer::start(&bootstrap, "in", N, 6_000);
+    let progress = |fifths: i64| {
+        assert!(
+            wait_until(DEADLINE, || topic_size(&bootstrap, "out")
+                >= N as i64 * fifths / 5),
+            "the stream stalled before {fifths}/5"
+        );
+    };
+    progress(1);
+    let b = router(&cfg, &scratch.path("b.log"));
+    progress(2);
+    let c = router(&cfg, &scratch.path("c.log"));
+    progress(3);
+    stop(b);
+    progress(4);
+    stop(c);
+    producer.finish();
+    assert!(
+        wait_until(DEADLINE, || committed(&bootstrap, "rebalance", "in")
+            == N as i64),
+        "the group did not consume and commit the whole stream"
+    );
+    let took = started.elapsed();
+    for log in ["b.log", "c.log"] {
+        assert!(
+            log_contains(&scratch.path(log), "partitions assigned"),
+            "{log}: the joining router never got partitions"
+        );
+    }
+    let audit = audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N);
+    eprintln!(
+        "rebalance under load, {label}: {N} messages, lost={} duplicates={} out-of-order={} in {:.1} s",
+        audit.lost,
+        audit.duplicates,
+        audit.out_of_order,
+        took.as_secs_f64()
+    );
+    assert_eq!(audit.lost, 0, "messages lost while routers joined and left");
+    assert_eq!(audit.out_of_order, 0, "order per key broken");
+    drop(a);
+}
+
+#[test]
+fn rebalance_under_load_eager_range() {
+    rebalance_under_load(CLASSIC, "classic protocol, range (librdkafka's default)");
+}
+
+#[test]
+fn rebalance_under_load_cooperative_sticky() {
+    rebalance_under_load(
+        &format!(r#"{CLASSIC}, "partition.assignment.strategy" = "cooperative-sticky""#),
+        "classic protocol, cooperative-sticky",
+    );
+}
+
+#[test]
+fn rebalance_under_load_consumer_protocol() {
+    rebalance_under_load(
+        r#""group.protocol" = "consumer", "auto.commit.interval.ms" = "200""#,
+        "KIP-848 consumer protocol",
+    );
+}
+
+/// Offsets are committed every ten minutes here, so only the commit made when partitions
+/// are revoked can tell the next owner where the first router stopped: it must start there,
+/// reading nothing twice.
+fn a_revoke_commits_finished_work(kind: BrokerKind) {
+    const N: u64 = 5_000;
+    let broker = Broker::start(kind, &["in:4", "out:4"]);
+    let bootstrap = broker.bootstrap().to_owned();
+    let scratch = Scratch::new("revoke");
+    let options = r#""session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500", "auto.commit.interval.ms" = "600000""#;
+    let cfg = scratch.write("router.toml", &config(&bootstrap, "revoke", options));
+    produce(&bootstrap, "in", &stream(N));
+    let a = router(&cfg, &scratch.path("a.log"));
+    assert!(
+        wait_until(DEADLINE, || topic_size(&bootstrap, "out") == N as i64),
+        "the first router did not forward the stream"
+    );
+    let before = committed(&bootstrap, "revoke", "in");
+    let b = router(&cfg, &scratch.path("b.log"));
+    assert!(
+        wait_until(DEADLINE, || log_contains(
+            &scratch.path("b.log"),
+            "partitions assigned"
+        )),
+        "the second router gets partitions"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || committed(
+            &bootstrap, "revoke", "in"
+        ) == N as i64),
+        "the revoke did not commit the finished work (committed {} of {N}; {before} before); \
+         the first router's log:\n{}",
+        committed(&bootstrap, "revoke", "in"),
+        std::fs::read_to_string(scratch.path("a.log")).unwrap_or_default()
+    );
+    // Let the new owner run a moment: anything it re-read would now be in `out`.
+    std::thread::sleep(Duration::from_secs(2));
+    let audit = audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N);
+    eprintln!("revoke: committed {before} before the join, {N} after; {audit:?}");
+    assert_eq!(audit.lost, 0);
+    assert_eq!(audit.duplicates, 0, "the next owner re-read finished work");
+    stop(b);
+    stop(a);
+}
+
+/// On Apache Kafka only: the embedded cluster refuses a commit made in the revoke callback
+/// (`RebalanceInProgress`), so there the next owner re-reads from the last periodic commit.
+#[test]
+fn a_revoke_commits_finished_work_on_apache() {
+    a_revoke_commits_finished_work(BrokerKind::Apache);
+}
+
+/// With auto-creation off, a route reading a topic that does not exist says so by name, in
+/// the log and in `/health/ready`, and keeps running; once the topic is created it flows.
+#[test]
+fn a_missing_topic_is_reported_by_name() {
+    let options = ApacheKafkaOptions {
+        auto_create_topics: false,
+        ..ApacheKafkaOptions::default()
+    };
+    let mut broker = Broker::start_with(BrokerKind::Apache, &["out:1"], &options);
+    let bootstrap = broker.bootstrap().to_owned();
+    let scratch = Scratch::new("missing");
+    let cfg = scratch.write("router.toml", &config(&bootstrap, "missing", CLASSIC));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let log = scratch.path("router.log");
+    let mut proc = router_env(
+        &cfg,
+        &log,
+        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| {
+                l.lines().any(|line| {
+                    line.contains("WARN")
+                        && line.contains("`in`")
+                        && line.contains("does not exist")
+                })
+            })
+        }),
+        "no warning names the missing topic; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (status, body) = get(&admin, "/health/ready");
+    assert_eq!(status, 503, "ready despite a missing topic: {body}");
+    assert!(
+        body.contains("`in`"),
+        "/health/ready does not name the topic: {body}"
+    );
+    assert!(proc.is_running(), "the router stopped");
+
+    broker.apache().create_topic("in", 2).expect("create in");
+    produce(&bootstrap, "in", &stream(100));
+    assert!(
+        wait_until(DEADLINE, || topic_size(&bootstrap, "out") == 100),
+        "the route did not flow once the topic existed"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || get(&admin, "/health/ready").0
+            == 200),
+        "not ready after the topic appeared"
+    );
+    stop(proc);
+}
+
+/// The broker process stopped for 10 s and started again on its port and storage while a
+/// stream flows: the router reconnects by itself and loses nothing.
+#[test]
+fn a_broker_restart_under_load_loses_nothing() {
+    const N: u64 = 60_000;
+    let mut broker = Broker::start(BrokerKind::Apache, &["in:8", "out:8"]);
+    let bootstrap = broker.bootstrap().to_owned();
+    let scratch = Scratch::new("restart");
+    let cfg = scratch.write("router.toml", &config(&bootstrap, "restart", CLASSIC));
+    let proc = router(&cfg, &scratch.path("router.log"));
+    let producer = PacedProducer::start(&bootstrap, "in", N, 4_000);
+    assert!(
+        wait_until(DEADLINE, || topic_size(&bootstrap, "out") >= N as i64 / 4),
+        "the stream did not start"
+    );
+    let before = topic_size(&bootstrap, "out");
+    broker.apache().stop_broker(true).expect("stop the broker");
+    std::thread::sleep(Duration::from_secs(10));
+    let restarted = Instant::now();
+    broker
+        .apache()
+        .start_broker()
+        .expect("start the broker again");
+    let up = restarted.elapsed();
+    assert!(
+        wait_until(DEADLINE, || topic_size(&bootstrap, "out") > before),
+        "the router did not resume after the broker came back"
+    );
+    let resumed = restarted.elapsed();
+    producer.finish();
+    assert!(
+        wait_until(DEADLINE, || committed(&bootstrap, "restart", "in")
+            == N as i64),
+        "the router did not consume and commit the whole stream after the restart"
+    );
+    let audit = audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N);
+    eprintln!(
+        "broker restart: {before} out at the stop, broker answering {:.1} s and the router \
+         writing {:.1} s after the start; lost={} duplicates={} out-of-order={}",
+        up.as_secs_f64(),
+        resumed.as_secs_f64(),
+        audit.lost,
+        audit.duplicates,
+        audit.out_of_order
+    );
+    assert_eq!(audit.lost, 0, "messages lost over a broker restart");
+    assert_eq!(audit.out_of_order, 0, "order per key broken");
+    stop(proc);
+}
