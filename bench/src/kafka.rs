@@ -1,6 +1,9 @@
-//! Kafka runs on the embedded cluster (`switchyard kafka-dev`, a process of its own): a
-//! plain rdkafka consume → produce loop against the router, each reading the same
-//! preloaded topic with a fresh consumer group and writing a topic of its own.
+//! Kafka runs: on the embedded cluster (`switchyard kafka-dev`, a process of its own), and
+//! on Apache Kafka (the reference broker, started by the same launcher as `kafka-dev
+//! --apache`). Each configuration reads the same preloaded topic with a fresh consumer group
+//! and writes a topic of its own: a plain rdkafka consume → produce loop, the router with
+//! `passthrough` and with `json_filter`, and on Apache Kafka a Python confluent-kafka loop
+//! doing the JSON filter, as a user would write it instead of Switchyard.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -15,15 +18,27 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DefaultProducerContext, Producer, ThreadedProducer,
 };
 
-use switchyard::kafka::{consumer_config, producer_config};
+use switchyard::kafka::{ApacheKafka, ApacheKafkaOptions, consumer_config, producer_config};
 
 use crate::report::Throughput;
 use crate::{Setup, cpu_seconds, json_payload};
 
-/// The Kafka configurations, in the order each round runs them.
+/// The configurations on the embedded cluster, in the order each round runs them.
 pub const CONFIGS: [&str; 2] = ["kafka-native", "router-kafka"];
+/// The configurations on Apache Kafka, in the order each round runs them.
+pub const APACHE_CONFIGS: [&str; 4] = [
+    "kafka-native@apache",
+    "router-kafka@apache",
+    "router-json@apache",
+    "python-json@apache",
+];
+/// The sizes measured on Apache Kafka.
+const APACHE_SIZES: [usize; 2] = [100, 1024];
 /// Partitions of every topic.
 const PARTITIONS: u32 = 16;
+/// The JSON filter of `router-json` and `python-json`: every payload of the harness passes
+/// it (amounts are 100–999), so both parse and test every record and forward all of them.
+const FILTER: (&str, &str) = ("amount", "100");
 
 /// Messages per run by size, before scaling.
 fn messages(size: usize) -> usize {
@@ -156,30 +171,77 @@ fn written(client: &BaseConsumer, topic: &str) -> i64 {
     watermarks(client, topic).iter().map(|(_, high)| high).sum()
 }
 
-/// Every Kafka configuration at every size, alternating within each round.
+/// Every embedded-cluster configuration at every size, alternating within each round.
 pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
+    let topics = topics(&setup.sizes, setup.rounds, &CONFIGS);
+    let (_cluster, bootstrap) = kafka_dev(setup, &topics)?;
+    runs(setup, &bootstrap, "kafka", &CONFIGS, &setup.sizes)
+}
+
+/// Every Apache Kafka configuration at 100 B and 1 KiB (those of the run's sizes),
+/// alternating within each round.
+pub fn throughput_apache(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
+    let sizes: Vec<usize> = setup
+        .sizes
+        .iter()
+        .copied()
+        .filter(|s| APACHE_SIZES.contains(s))
+        .collect();
+    let options = ApacheKafkaOptions {
+        heap_mb: 1024,
+        ..ApacheKafkaOptions::default()
+    };
+    let kafka = ApacheKafka::start(&options).context("starting Apache Kafka")?;
+    for topic in topics(&sizes, setup.rounds, &APACHE_CONFIGS) {
+        kafka.create_topic(&topic, PARTITIONS)?;
+    }
+    eprintln!("  Apache Kafka at {}", kafka.bootstrap());
+    runs(setup, kafka.bootstrap(), "apache", &APACHE_CONFIGS, &sizes)
+}
+
+/// The input topic of each size and an output topic per configuration, size and round.
+fn topics(sizes: &[usize], rounds: usize, configs: &[&str]) -> Vec<String> {
     let mut topics = Vec::new();
-    for &size in &setup.sizes {
+    for &size in sizes {
         topics.push(format!("in-{size}"));
-        for round in 0..setup.rounds {
-            for config in CONFIGS {
-                topics.push(format!("out-{config}-{size}-{round}"));
+        for round in 0..rounds {
+            for config in configs {
+                topics.push(output_topic(config, size, round));
             }
         }
     }
-    let (_cluster, bootstrap) = kafka_dev(setup, &topics)?;
+    topics
+}
+
+fn output_topic(config: &str, size: usize, round: usize) -> String {
+    format!("out-{}-{size}-{round}", config.replace('@', "-"))
+}
+
+fn runs(
+    setup: &Setup,
+    bootstrap: &str,
+    transport: &'static str,
+    configs: &[&str],
+    sizes: &[usize],
+) -> anyhow::Result<Vec<Throughput>> {
     let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .create()?;
     let mut results = Vec::new();
-    for &size in &setup.sizes {
+    for &size in sizes {
         let input = format!("in-{size}");
-        preload(&bootstrap, &input, size, setup.count(messages(size)))?;
+        preload(bootstrap, &input, size, setup.count(messages(size)))?;
         // What a reader from the beginning finds: the embedded cluster keeps a bounded log.
         let available = readable(&client, &input);
         for round in 0..setup.rounds {
-            for config in CONFIGS {
-                let r = run_once(setup, &client, &bootstrap, config, size, round, available)?;
+            for config in configs {
+                let run = Run {
+                    transport,
+                    config,
+                    size,
+                    round,
+                };
+                let r = run_once(setup, &client, bootstrap, &run, available)?;
                 eprintln!("  {}", r.summary());
                 results.push(r);
             }
@@ -188,33 +250,57 @@ pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
     Ok(results)
 }
 
-fn run_once(
-    setup: &Setup,
-    client: &BaseConsumer,
-    bootstrap: &str,
-    config: &str,
+/// One measurement's coordinates.
+struct Run<'a> {
+    transport: &'static str,
+    config: &'a str,
     size: usize,
     round: usize,
-    available: i64,
-) -> anyhow::Result<Throughput> {
-    let input = format!("in-{size}");
-    let output = format!("out-{config}-{size}-{round}");
-    let group = format!("bench-{config}-{size}-{round}");
-    let admin = (config != "kafka-native")
-        .then(crate::free_port)
-        .transpose()?;
-    let child = if config == "kafka-native" {
-        Command::new(&setup.harness)
-            .args(["kafka-loop", bootstrap, &input, &output, &group])
+}
+
+/// The process in the middle of `config`: the plain loop, the Python loop or the router.
+fn middle(
+    setup: &Setup,
+    bootstrap: &str,
+    config: &str,
+    (input, output, group): (&str, &str, &str),
+    admin: Option<u16>,
+) -> anyhow::Result<Child> {
+    let kind = config.split('@').next().unwrap_or(config);
+    if kind == "kafka-native" {
+        return Command::new(&setup.harness)
+            .args(["kafka-loop", bootstrap, input, output, group])
             .stdout(Stdio::null())
             .spawn()
-            .context("starting the rdkafka loop")?
+            .context("starting the rdkafka loop");
+    }
+    if kind == "python-json" {
+        let script = setup.root.join("bench/python/json_filter_loop.py");
+        return Command::new("python3")
+            .arg(script)
+            .args([bootstrap, input, output, group, FILTER.0, FILTER.1])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the Python loop (python3 with confluent-kafka)");
+    }
+    let plugin = if kind == "router-json" {
+        format!(
+            r#"{{ path = "{}", config = {{ field = "{}", op = "gte", value = "{}" }} }}"#,
+            setup.plugin("json_filter").display(),
+            FILTER.0,
+            FILTER.1
+        )
     } else {
-        let file = setup.scratch.join(format!("{output}.toml"));
-        std::fs::write(
-            &file,
-            format!(
-                r#"[admin]
+        format!(
+            r#"{{ path = "{}" }}"#,
+            setup.plugin("passthrough").display()
+        )
+    };
+    let file = setup.scratch.join(format!("{output}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"[admin]
 listen = "127.0.0.1:{}"
 [reload]
 watch = "off"
@@ -227,23 +313,44 @@ kafka = {{ cluster = "main", topic = "{output}" }}
 [[routes]]
 name = "bench"
 from = ["in"]
-plugins = [{{ path = "{}" }}]
+plugins = [{plugin}]
 to = ["out"]
 "#,
-                admin.unwrap_or_default(),
-                setup.plugin("passthrough").display()
-            ),
-        )?;
-        let log = std::fs::File::create(file.with_extension("log"))?;
-        Command::new(&setup.switchyard)
-            .arg("run")
-            .arg(&file)
-            .env("SWITCHYARD_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting switchyard")?
-    };
+            admin.unwrap_or_default(),
+        ),
+    )?;
+    let log = std::fs::File::create(file.with_extension("log"))?;
+    Command::new(&setup.switchyard)
+        .arg("run")
+        .arg(&file)
+        .env("SWITCHYARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting switchyard")
+}
+
+fn run_once(
+    setup: &Setup,
+    client: &BaseConsumer,
+    bootstrap: &str,
+    run: &Run<'_>,
+    available: i64,
+) -> anyhow::Result<Throughput> {
+    let Run {
+        transport,
+        config,
+        size,
+        round,
+    } = *run;
+    let input = format!("in-{size}");
+    let output = output_topic(config, size, round);
+    let group = format!("bench-{}", output.trim_start_matches("out-"));
+    let admin = config
+        .starts_with("router-")
+        .then(crate::free_port)
+        .transpose()?;
+    let child = middle(setup, bootstrap, config, (&input, &output, &group), admin)?;
     let pid = child.id();
     let _child = Killed(child);
     let wait = |done: &dyn Fn(i64) -> bool, limit: Duration| -> anyhow::Result<i64> {
@@ -267,7 +374,7 @@ to = ["out"]
     let cpu_after = cpu_seconds(pid);
     let counted = (available - first).max(1) as f64;
     Ok(Throughput {
-        transport: "kafka",
+        transport,
         config: config.to_owned(),
         size,
         round,

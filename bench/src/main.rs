@@ -15,6 +15,9 @@
 //! - Kafka on the embedded cluster (`switchyard kafka-dev`): `kafka-native` (a plain rdkafka
 //!   consume → produce loop with the router's client settings, in a process of its own) and
 //!   `router-kafka` (the router with `passthrough`);
+//! - the same on Apache Kafka at 100 B and 1 KiB (`…@apache`), with `router-json` (the router
+//!   with `json_filter`) and `python-json` (a confluent-kafka consume → filter → produce →
+//!   commit loop in Python, `bench/python/`; `pip install -r bench/python/requirements.txt`);
 //! - open-loop latency through `router-native` and `router-wasm` at 25 % and 50 % of
 //!   `router-native`'s throughput;
 //! - the plugin boundary: an empty component call against `process` per message.
@@ -161,7 +164,8 @@ fn main() -> anyhow::Result<()> {
         .map(|r| r.msgs_per_s)
         .collect::<Vec<_>>();
     let latency = zmq_runs::latency(&setup, report::median(&native_max))?;
-    let kafka = kafka::throughput(&setup)?;
+    let mut kafka = kafka::throughput(&setup)?;
+    kafka.extend(kafka::throughput_apache(&setup)?);
     let micro = micro::boundary(&setup)?;
 
     let results = report::Results {

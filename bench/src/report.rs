@@ -14,7 +14,7 @@ use crate::{kafka, micro, zmq_runs};
 /// One throughput measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
-    /// `zmq` or `kafka`.
+    /// `zmq`, `kafka` (the embedded cluster) or `apache` (Apache Kafka).
     pub transport: &'static str,
     /// The configuration's name.
     pub config: String,
@@ -198,6 +198,21 @@ fn ratios(r: &Results, a: &str, b: &str, size: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Per-round ratios of `a`'s CPU per message to `b`'s at `size`.
+fn cpu_ratios(r: &Results, a: &str, b: &str, size: usize) -> Vec<f64> {
+    let cpu = |config: &str| -> Vec<f64> {
+        let mut v: Vec<(usize, f64)> = r
+            .throughput
+            .iter()
+            .filter(|t| t.config == config && t.size == size)
+            .map(|t| (t.round, t.cpu_ns_per_msg.unwrap_or(f64::NAN)))
+            .collect();
+        v.sort_by_key(|(round, _)| *round);
+        v.into_iter().map(|(_, x)| x).collect()
+    };
+    cpu(a).iter().zip(cpu(b)).map(|(x, y)| x / y).collect()
+}
+
 fn micro_values(r: &Results, name: &str, batch: usize) -> Vec<f64> {
     r.micro
         .iter()
@@ -232,7 +247,7 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
         s.sort_by_key(|&x| (x != 100, x));
         s
     };
-    let pairs: [(&str, &str, &str, f64, &str); 4] = [
+    let pairs: [(&str, &str, &str, f64, &str); 6] = [
         (
             "router-wasm",
             "router-native",
@@ -250,7 +265,7 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
         (
             "router-kafka",
             "kafka-native",
-            "router-kafka / kafka-native",
+            "router-kafka / kafka-native on the embedded cluster",
             0.90,
             "≥ 0.90",
         ),
@@ -260,6 +275,20 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
             "router-json / router-native (ZeroMQ, a real JSON filter)",
             0.0,
             "—",
+        ),
+        (
+            "router-kafka@apache",
+            "kafka-native@apache",
+            "router-kafka / kafka-native on Apache Kafka",
+            0.90,
+            "≥ 0.90",
+        ),
+        (
+            "router-json@apache",
+            "python-json@apache",
+            "router-json / Python confluent-kafka JSON filter loop, on Apache Kafka",
+            3.0,
+            "≥ 3",
         ),
     ];
     for (a, b, what, target, label) in pairs {
@@ -275,6 +304,18 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
                 unit: "",
             });
         }
+    }
+    for &size in &sizes {
+        let values = cpu_ratios(r, "router-kafka@apache", "kafka-native@apache", size);
+        let m = median(&values);
+        rows.push(Ratio {
+            what: "router-kafka / kafka-native on Apache Kafka, CPU per message".to_owned(),
+            size: size_label(size),
+            met: m.is_finite().then_some(m <= 1.10),
+            values,
+            target: "≤ 1.10",
+            unit: "",
+        });
     }
     let nop = micro_values(r, "call-nop", 0);
     let b64 = micro_values(r, "process", 64);
@@ -429,7 +470,8 @@ pub fn markdown(r: &Results) -> String {
     let configs: Vec<(&str, &str)> = zmq_runs::CONFIGS
         .iter()
         .map(|c| ("ZeroMQ", *c))
-        .chain(kafka::CONFIGS.iter().map(|c| ("Kafka", *c)))
+        .chain(kafka::CONFIGS.iter().map(|c| ("Kafka (embedded)", *c)))
+        .chain(kafka::APACHE_CONFIGS.iter().map(|c| ("Apache Kafka", *c)))
         .collect();
     for (transport, config) in configs {
         let mut line = format!("| {transport} | `{config}` |");
@@ -561,6 +603,7 @@ pub fn chart(r: &Results, path: &Path) -> anyhow::Result<()> {
     let configs: Vec<&str> = zmq_runs::CONFIGS
         .iter()
         .chain(kafka::CONFIGS.iter())
+        .chain(kafka::APACHE_CONFIGS.iter())
         .copied()
         .collect();
     let lines: Vec<(&str, Vec<(f64, f64)>)> = configs
