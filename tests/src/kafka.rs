@@ -76,15 +76,7 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[Input]) {
         if let Some(k) = key {
             record = record.key(k.as_bytes());
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send(&producer, record);
     }
     producer
         .flush(Duration::from_secs(30))
@@ -94,6 +86,24 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[Input]) {
         0,
         "test records not delivered"
     );
+}
+
+/// Sends `record`, waiting for room in the producer's queue while it is full.
+pub fn send<C, K, P>(producer: &BaseProducer<C>, mut record: BaseRecord<'_, K, P>)
+where
+    C: ProducerContext<DeliveryOpaque = ()>,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
 }
 
 /// Reads `topic` from the beginning of all its partitions until `expected` records are

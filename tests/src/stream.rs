@@ -10,7 +10,31 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use crate::kafka::send;
+
 use crate::kafka::{Input, Record};
+
+/// A `passthrough` route from topic `in` to topic `out` in consumer group `group`, with
+/// these librdkafka `options` (TOML inline-table entries).
+pub fn copy_config(bootstrap: &str, group: &str, options: &str) -> String {
+    format!(
+        r#"
+[kafka.main]
+bootstrap = "{bootstrap}"
+options = {{ {options} }}
+[inputs.in]
+kafka = {{ cluster = "main", topics = ["in"], group = "{group}" }}
+[outputs.out]
+kafka = {{ cluster = "main", topic = "out" }}
+[[routes]]
+name = "copy"
+from = ["in"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["out"]
+"#,
+        passthrough = crate::plugins::PASSTHROUGH
+    )
+}
 
 /// Keys a stream spreads over.
 const KEYS: u64 = 1000;
@@ -104,16 +128,10 @@ impl PacedProducer {
                     producer.poll(Duration::from_millis(1));
                 }
                 let (k, p) = (key(i), payload(i));
-                let mut record = BaseRecord::<str, str>::to(&topic).key(&k).payload(&p);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((_, back)) => {
-                            record = back;
-                            producer.poll(Duration::from_millis(10));
-                        }
-                    }
-                }
+                send(
+                    &producer,
+                    BaseRecord::<str, str>::to(&topic).key(&k).payload(&p),
+                );
             }
             producer
                 .flush(Duration::from_secs(600))

@@ -11,34 +11,13 @@ use switchyard_tests::admin::get;
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{committed, produce, read_all, topic_size};
 use switchyard_tests::procs::{Proc, Scratch, router, router_env};
-use switchyard_tests::stream::{PacedProducer, audit, stream};
-use switchyard_tests::{free_port, plugins, wait_until};
+use switchyard_tests::stream::{PacedProducer, audit, copy_config as config, stream};
+use switchyard_tests::{free_port, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The classic protocol's timeouts, short enough that a test does not wait on a session.
 const CLASSIC: &str = r#""session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500", "auto.commit.interval.ms" = "200""#;
-
-/// A `passthrough` route from `in` to `out`, group `group`, with these librdkafka options.
-fn config(bootstrap: &str, group: &str, options: &str) -> String {
-    format!(
-        r#"
-[kafka.main]
-bootstrap = "{bootstrap}"
-options = {{ {options} }}
-[inputs.in]
-kafka = {{ cluster = "main", topics = ["in"], group = "{group}" }}
-[outputs.out]
-kafka = {{ cluster = "main", topic = "out" }}
-[[routes]]
-name = "copy"
-from = ["in"]
-plugins = [{{ path = "{passthrough}" }}]
-to = ["out"]
-"#,
-        passthrough = plugins::PASSTHROUGH
-    )
-}
 
 fn log_contains(path: &Path, text: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|l| l.contains(text))

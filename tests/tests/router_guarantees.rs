@@ -8,28 +8,16 @@ use std::time::Duration;
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{committed, produce, read_all, read_topic, topic_size};
 use switchyard_tests::procs::{Proc, Scratch, router};
-use switchyard_tests::stream::{audit, stream};
-use switchyard_tests::{plugins, wait_until};
+use switchyard_tests::stream::{audit, copy_config, stream};
+use switchyard_tests::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn config(bootstrap: &str) -> String {
-    format!(
-        r#"
-[kafka.main]
-bootstrap = "{bootstrap}"
-options = {{ "auto.commit.interval.ms" = "200", "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
-[inputs.in]
-kafka = {{ cluster = "main", topics = ["in"], group = "guarantees" }}
-[outputs.out]
-kafka = {{ cluster = "main", topic = "out" }}
-[[routes]]
-name = "copy"
-from = ["in"]
-plugins = [{{ path = "{passthrough}" }}]
-to = ["out"]
-"#,
-        passthrough = plugins::PASSTHROUGH
+    copy_config(
+        bootstrap,
+        "guarantees",
+        r#""auto.commit.interval.ms" = "200", "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500""#,
     )
 }
 
