@@ -14,8 +14,8 @@ use axum::routing::{get, post};
 use crossbeam_channel::Sender;
 use serde_json::json;
 
-use crate::reload::Request;
-use crate::router::{ReloadReport, RouterHandle};
+use crate::control::{ReloadReport, Request};
+use crate::state::RouterHandle;
 
 /// Environment variable that overrides `[admin] listen`.
 pub const LISTEN_ENV: &str = "SWITCHYARD_ADMIN_LISTEN";
@@ -83,7 +83,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         state
             .router
             .metrics
-            .render(state.router.running().as_deref()),
+            .render(state.router.running().as_deref().map(|r| r.loaded())),
     )
         .into_response()
 }
@@ -162,7 +162,7 @@ async fn reload(State(state): State<AdminState>) -> Response {
         Ok(Ok(report)) => json_response(StatusCode::OK, &report_json(&report)),
         Ok(Err(error)) => json_response(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &json!({"result": "error", "error": error}),
+            &json!({"result": "error", "kind": error.kind(), "error": error.message()}),
         ),
         Err(_) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -8,10 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, UNIX_EPOCH};
-
-use crate::pipeline::RouteStats;
-use crate::router::Running;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Upper bounds, in seconds, of the plugin call latency buckets: from 1 µs, because a batch
 /// through a light plugin takes a few microseconds.
@@ -98,6 +95,57 @@ impl Histogram {
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
+}
+
+/// Per-route counters, shared by every input thread that runs the route.
+#[derive(Debug)]
+pub struct RouteStats {
+    /// Messages that matched the route.
+    pub received: AtomicU64,
+    /// Records written to outputs (passes and emits).
+    pub sent: AtomicU64,
+    /// Messages dropped by a plugin.
+    pub dropped: AtomicU64,
+    /// Messages a plugin rejected.
+    pub rejected: AtomicU64,
+    /// Messages failed by a plugin error (timeout, trap, ...).
+    pub failed: AtomicU64,
+    /// Records written to the dead-letter output.
+    pub dead_lettered: AtomicU64,
+    /// Messages per batch that matched the route.
+    pub batch_size: Histogram,
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        RouteStats {
+            received: AtomicU64::default(),
+            sent: AtomicU64::default(),
+            dropped: AtomicU64::default(),
+            rejected: AtomicU64::default(),
+            failed: AtomicU64::default(),
+            dead_lettered: AtomicU64::default(),
+            batch_size: Histogram::new(&BATCH_BOUNDS),
+        }
+    }
+}
+
+impl RouteStats {
+    /// Adds `n` to one of the counters.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The running configuration's version, as `switchyard_config_info` shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Loaded<'a> {
+    /// Counts up from 1 with every applied reload.
+    pub generation: u64,
+    /// A hash of the configuration text and every plugin's bytes.
+    pub version: &'a str,
+    /// When it was swapped in.
+    pub at: SystemTime,
 }
 
 /// Per-plugin counters of one route.
@@ -233,9 +281,9 @@ impl Metrics {
         get_or_default(&self.outputs, &name.to_owned())
     }
 
-    /// Everything, with the configuration `running`, in the Prometheus text exposition
-    /// format (version 0.0.4).
-    pub fn render(&self, running: Option<&Running>) -> String {
+    /// Everything, with the version of the configuration `loaded`, in the Prometheus text
+    /// exposition format (version 0.0.4).
+    pub fn render(&self, loaded: Option<Loaded<'_>>) -> String {
         let mut out = String::with_capacity(8192);
         let routes = snapshot(&self.routes);
         let route_counters: [(&str, &str, RouteCounter); 6] = [
@@ -395,10 +443,13 @@ impl Metrics {
         let _ = writeln!(out, "switchyard_reloads_total{{result=\"ok\"}} {ok}");
         let _ = writeln!(out, "switchyard_reloads_total{{result=\"error\"}} {error}");
 
-        if let Some(running) = running {
-            let (version, generation) = (&running.version, running.generation);
-            let loaded_at = running
-                .loaded_at
+        if let Some(Loaded {
+            generation,
+            version,
+            at,
+        }) = loaded
+        {
+            let loaded_at = at
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
             header(
@@ -438,11 +489,6 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-/// A new histogram of batch sizes.
-pub(crate) fn batch_histogram() -> Histogram {
-    Histogram::new(&BATCH_BOUNDS)
 }
 
 #[cfg(test)]

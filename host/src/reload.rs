@@ -17,31 +17,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use crossbeam_channel::{Receiver, Sender, select, unbounded};
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 
 use crate::config::{self, ReloadConfig, WatchMode};
-use crate::router::{ReloadReport, Shutdown};
-
-/// A request to reload, and where to send the outcome.
-#[derive(Debug)]
-pub struct Request {
-    /// What asked: `sighup`, `watch` or `http`.
-    pub trigger: &'static str,
-    /// Where the outcome goes, if someone waits for it.
-    pub reply: Option<tokio::sync::oneshot::Sender<Result<ReloadReport, String>>>,
-}
-
-impl Request {
-    /// A request whose outcome only the log and the metrics report.
-    pub fn unanswered(trigger: &'static str) -> Self {
-        Request {
-            trigger,
-            reply: None,
-        }
-    }
-}
+use crate::control::Request;
+use crate::shutdown::Shutdown;
 
 /// Sends a reload request on every SIGHUP.
 pub fn on_sighup(requests: Sender<Request>) -> anyhow::Result<()> {
@@ -149,17 +131,16 @@ pub fn watch(
     std::thread::Builder::new()
         .name("watch".into())
         .spawn(move || {
-            while !shutdown.is_triggered() {
-                let woke = match &watcher {
-                    Some(_) => match events.recv_timeout(Duration::from_millis(100)) {
-                        Ok(()) => true,
-                        Err(RecvTimeoutError::Timeout) => false,
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    },
-                    None => sleep_unless(&shutdown, interval),
+            loop {
+                // Blocks until a file event, a poll tick or the stop, whichever comes first.
+                let tick = match &watcher {
+                    Some(_) => crossbeam_channel::never(),
+                    None => crossbeam_channel::after(interval),
                 };
-                if !woke {
-                    continue;
+                select! {
+                    recv(shutdown.channel()) -> _ => return,
+                    recv(events) -> event => if event.is_err() { return },
+                    recv(tick) -> _ => {},
                 }
                 if watcher.is_some() {
                     quiet(&events, debounce);
@@ -170,7 +151,7 @@ pub fn watch(
                 }
                 // Wait until the contents stop changing: a file being written is not loaded.
                 loop {
-                    if !sleep_unless(&shutdown, debounce) {
+                    if shutdown.wait_timeout(debounce) {
                         return;
                     }
                     if watcher.is_some() && !events.is_empty() {
@@ -215,16 +196,4 @@ fn rewatch(
 /// Waits until no event arrives for `debounce`.
 fn quiet(events: &Receiver<()>, debounce: Duration) {
     while events.recv_timeout(debounce).is_ok() {}
-}
-
-/// Sleeps for `d` in short slices; false if `shutdown` came first.
-fn sleep_unless(shutdown: &Shutdown, d: Duration) -> bool {
-    let deadline = std::time::Instant::now() + d;
-    while std::time::Instant::now() < deadline {
-        if shutdown.is_triggered() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10).min(d));
-    }
-    !shutdown.is_triggered()
 }

@@ -2,7 +2,7 @@
 //! with no other step. Builds the example plugins, starts the embedded Kafka cluster, a
 //! ZeroMQ price feed and an order generator, and shows per-route counts every second.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -15,7 +15,9 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::config;
-use crate::router::{Router, RouterHandle, RouterOptions, Shutdown};
+use crate::router::{Router, RouterOptions};
+use crate::shutdown::Shutdown;
+use crate::state::RouterHandle;
 
 /// The source tree this binary was built from.
 const SOURCE_TREE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -117,13 +119,15 @@ fn free_port() -> anyhow::Result<u16> {
 fn paced(per_second: u64, shutdown: &Shutdown, mut body: impl FnMut(u64)) {
     let start = Instant::now();
     let mut n = 0u64;
-    while !shutdown.is_triggered() {
+    loop {
         let due = start.elapsed().as_micros() as u64 * per_second / 1_000_000;
         while n < due {
             body(n);
             n += 1;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        if shutdown.wait_timeout(Duration::from_millis(10)) {
+            return;
+        }
     }
 }
 
@@ -222,13 +226,16 @@ fn spawn_display(
     std::thread::spawn(move || {
         let start = Instant::now();
         let tty = std::io::stdout().is_terminal();
-        let mut last: Vec<u64> = vec![0; handle.routes.len()];
+        // Last second's counts, by route: the routes are read from the set running now,
+        // so the table follows reloads.
+        let mut last: HashMap<String, u64> = HashMap::new();
         let mut printed = 0;
-        while !shutdown.is_triggered() {
-            std::thread::sleep(Duration::from_secs(1));
+        while !shutdown.wait_timeout(Duration::from_secs(1)) {
+            let routes = handle.routes();
             let mut out = String::new();
             if tty && printed > 0 {
-                out += &format!("\x1b[{printed}A");
+                // Back to the table's first line, and clear what was below it.
+                out += &format!("\x1b[{printed}A\x1b[J");
             }
             out += &format!(
                 "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}   after {}s\n",
@@ -241,8 +248,9 @@ fn spawn_display(
                 "msg/s",
                 start.elapsed().as_secs()
             );
-            for (i, (name, s)) in handle.routes.iter().enumerate() {
+            for (name, s) in &routes {
                 let received = s.received.load(Ordering::Relaxed);
+                let before = last.insert(name.clone(), received).unwrap_or(0);
                 out += &format!(
                     "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
                     name,
@@ -251,14 +259,13 @@ fn spawn_display(
                     s.dropped.load(Ordering::Relaxed),
                     s.rejected.load(Ordering::Relaxed) + s.failed.load(Ordering::Relaxed),
                     s.dead_lettered.load(Ordering::Relaxed),
-                    received - last[i],
+                    received.saturating_sub(before),
                 );
-                last[i] = received;
             }
             for (label, c) in &counters {
                 out += &format!("{label}: {}\n", c.load(Ordering::Relaxed));
             }
-            printed = handle.routes.len() + 1 + counters.len();
+            printed = routes.len() + 1 + counters.len();
             print!("{out}");
             let _ = std::io::stdout().flush();
             if duration.is_some_and(|d| start.elapsed() >= Duration::from_secs(d)) {

@@ -4,12 +4,11 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::kafka::{APACHE_KAFKA_VERSION, ApacheKafka, ApacheKafkaOptions, EmbeddedCluster};
-use crate::router::Shutdown;
+use crate::shutdown::Shutdown;
 
 pub(super) fn run(topics: &[String], brokers: i32) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::new();
@@ -85,7 +84,5 @@ fn announce(bootstrap: &str, what: &str) -> anyhow::Result<()> {
 }
 
 fn wait(shutdown: &Shutdown) {
-    while !shutdown.is_triggered() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    shutdown.wait();
 }

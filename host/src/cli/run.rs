@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 
-use crate::router::{Router, RouterHandle, RouterOptions, Shutdown};
+use crate::control::Request;
+use crate::router::{Router, RouterOptions};
+use crate::shutdown::Shutdown;
+use crate::state::RouterHandle;
 use crate::{admin, reload};
 
 /// How often the running router logs its per-route counts.
@@ -41,7 +44,7 @@ pub(super) fn serve_control(
     file: &Path,
     shutdown: &Shutdown,
     admin_required: bool,
-) -> anyhow::Result<crossbeam_channel::Receiver<reload::Request>> {
+) -> anyhow::Result<crossbeam_channel::Receiver<Request>> {
     let (tx, rx) = unbounded();
     let config = router
         .config()
@@ -61,14 +64,7 @@ pub(super) fn serve_control(
 /// Logs per-route counts every [`REPORT_EVERY`] until shutdown.
 fn spawn_reporter(handle: RouterHandle, shutdown: Shutdown) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut waited = Duration::ZERO;
-        while !shutdown.is_triggered() {
-            std::thread::sleep(Duration::from_millis(100));
-            waited += Duration::from_millis(100);
-            if waited < REPORT_EVERY {
-                continue;
-            }
-            waited = Duration::ZERO;
+        while !shutdown.wait_timeout(REPORT_EVERY) {
             let Some(running) = handle.running() else {
                 continue;
             };

@@ -19,6 +19,7 @@
 //! ```
 
 mod interpolate;
+pub mod resolved;
 pub mod validate;
 
 use std::collections::BTreeMap;

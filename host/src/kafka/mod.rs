@@ -19,8 +19,55 @@ pub use sink::KafkaSink;
 pub use source::KafkaSource;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rdkafka::ClientConfig;
+
+use crate::config::resolved::KafkaClient;
+use crate::metrics::InputStats;
+use crate::pipeline::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, RouteRunner, Sink};
+
+/// The body of a Kafka input's thread: joins `group`, then takes batches through
+/// `runners` until `control` says stop; then waits for in-flight records, commits and
+/// leaves the group.
+pub fn run_input(
+    name: &str,
+    client: &KafkaClient,
+    topics: &[String],
+    group: &str,
+    stats: Arc<InputStats>,
+    control: &InputControl,
+    mut runners: Vec<RouteRunner>,
+) -> anyhow::Result<()> {
+    let source = KafkaSource::new(
+        name,
+        &client.bootstrap,
+        &client.options,
+        topics,
+        group,
+        stats,
+    )?;
+    while control.between_batches(&mut runners) {
+        let batch = source.poll_batch(MAX_BATCH, IDLE_WAIT);
+        if !batch.is_empty() {
+            crate::pipeline::run_batch(name, &mut runners, &batch);
+        }
+        drop(batch);
+        source.store_progress();
+    }
+    source.close(DRAIN_TIMEOUT);
+    Ok(())
+}
+
+/// Opens Kafka output `name`: a producer writing to `topic`.
+pub fn open_sink(name: &str, client: &KafkaClient, topic: &str) -> anyhow::Result<Arc<dyn Sink>> {
+    Ok(Arc::new(KafkaSink::new(
+        name,
+        &client.bootstrap,
+        &client.options,
+        topic,
+    )?))
+}
 
 /// The settings of a Kafka input's consumer in `group`; the cluster's pass-through
 /// `options` come last and win.

@@ -3,6 +3,7 @@
 //! of whatever is queued; the route's plugin instances belong to that thread.
 
 mod ack;
+pub mod input;
 mod route;
 
 use std::time::Duration;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use switchyard_abi::Origin;
 
 pub use ack::{Ack, PartitionTracker};
-pub use route::{RouteRunner, RouteSpec, RouteStats};
+pub use input::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, Swap, run_batch};
+pub use route::{RouteRunner, RouteSpec};
 
 /// A message as the pipeline sees it, whatever its source.
 pub trait Incoming {

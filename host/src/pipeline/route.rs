@@ -4,54 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use switchyard_abi::{BatchWriter, Origin, Outcome, Output};
 
 use super::{Incoming, OutRecord, Sink};
 use crate::config::When;
-use crate::metrics::{Histogram, PluginStats};
+use crate::metrics::{PluginStats, RouteStats};
 use crate::plugin::{PluginError, PluginInstance};
-
-/// Per-route counters, shared by every input thread that runs the route.
-#[derive(Debug)]
-pub struct RouteStats {
-    /// Messages that matched the route.
-    pub received: AtomicU64,
-    /// Records written to outputs (passes and emits).
-    pub sent: AtomicU64,
-    /// Messages dropped by a plugin.
-    pub dropped: AtomicU64,
-    /// Messages a plugin rejected.
-    pub rejected: AtomicU64,
-    /// Messages failed by a plugin error (timeout, trap, ...).
-    pub failed: AtomicU64,
-    /// Records written to the dead-letter output.
-    pub dead_lettered: AtomicU64,
-    /// Messages per batch that matched the route.
-    pub batch_size: Histogram,
-}
-
-impl Default for RouteStats {
-    fn default() -> Self {
-        RouteStats {
-            received: AtomicU64::default(),
-            sent: AtomicU64::default(),
-            dropped: AtomicU64::default(),
-            rejected: AtomicU64::default(),
-            failed: AtomicU64::default(),
-            dead_lettered: AtomicU64::default(),
-            batch_size: crate::metrics::batch_histogram(),
-        }
-    }
-}
-
-impl RouteStats {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
 
 /// Everything a route needs, shared by the input threads that run it.
 #[derive(Clone)]

@@ -1,5 +1,6 @@
-//! ZeroMQ sources and sinks. Each socket lives on a thread of its own behind a bounded
-//! channel, never on a pipeline thread.
+//! ZeroMQ sources and sinks. An input's socket lives on that input's thread and is read
+//! there in batches; an output's socket is written by the input threads that produce to
+//! it, under a lock, with no thread hop on either side.
 //!
 //! Guarantees: a ZeroMQ input is **at-most-once** (ZeroMQ gives no acknowledgement). A
 //! PUSH or DEALER output acknowledges a record once libzmq has queued it and blocks while
@@ -28,9 +29,58 @@ mod source;
 pub use sink::ZmqSink;
 pub use source::{ZmqRecord, ZmqSource};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context;
 
 use crate::config::{ZmqEndpoint, ZmqSocketType};
+use crate::metrics::{InputStats, OutputStats};
+use crate::pipeline::{IDLE_WAIT, InputControl, MAX_BATCH, RouteRunner, Sink};
+
+/// The body of a ZeroMQ input's thread: opens the socket, then takes batches through
+/// `runners` until `control` says stop; then closes the socket and finishes what it had
+/// already received.
+pub fn run_input(
+    ctx: &zmq::Context,
+    name: &str,
+    endpoint: &ZmqEndpoint,
+    stats: &InputStats,
+    control: &InputControl,
+    mut runners: Vec<RouteRunner>,
+) -> anyhow::Result<()> {
+    let mut source = ZmqSource::start(ctx, name, endpoint)?;
+    stats
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut stopped = false;
+    loop {
+        if !control.between_batches(&mut runners) && !stopped {
+            // Close the socket, then finish what it already received.
+            source.stop_receiving();
+            stopped = true;
+        }
+        let wait = if stopped { Duration::ZERO } else { IDLE_WAIT };
+        let batch = source.recv_batch(MAX_BATCH, wait);
+        if batch.is_empty() {
+            if stopped {
+                return Ok(());
+            }
+            continue;
+        }
+        crate::pipeline::run_batch(name, &mut runners, &batch);
+    }
+}
+
+/// Opens ZeroMQ output `name`.
+pub fn open_sink(
+    ctx: &zmq::Context,
+    name: &str,
+    endpoint: &ZmqEndpoint,
+    stats: Arc<OutputStats>,
+) -> anyhow::Result<Arc<dyn Sink>> {
+    Ok(Arc::new(ZmqSink::start(ctx, name, endpoint, stats)?))
+}
 
 /// How often socket threads look up from a blocking call to check for shutdown.
 const POLL_MS: i32 = 100;
