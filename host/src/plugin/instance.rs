@@ -5,88 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use switchyard_abi::{BatchWriter, Outcome, decode_result, is_all_pass};
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::{Store, Trap};
 
 use super::bindings::Plugin as Bindings;
-use super::bindings::switchyard::plugin::host::{self, Level};
+use super::host::PluginState;
 use super::{CompiledPlugin, PluginError};
-
-/// Caps linear memory and remembers that the cap was hit, so the trap that follows a
-/// refused `memory.grow` (Rust's allocator aborts) is reported as `memory`.
-struct MemoryCap {
-    limit: usize,
-    exceeded: bool,
-    /// Largest memory size granted so far.
-    peak: usize,
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.exceeded = true;
-            return Ok(false);
-        }
-        self.peak = self.peak.max(desired);
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Tables hold function references; a plugin needs a few thousand at most.
-        Ok(desired <= 1 << 20)
-    }
-}
-
-/// Everything a plugin's store holds.
-pub struct PluginState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    memory: MemoryCap,
-    plugin: String,
-    /// The last error-level log line of the current call (a panic message, usually).
-    last_error: Option<String>,
-    counters: BTreeMap<String, u64>,
-}
-
-impl WasiView for PluginState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl host::Host for PluginState {
-    fn log(&mut self, level: Level, message: String) {
-        let plugin = self.plugin.as_str();
-        match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => {
-                tracing::error!(plugin, "{message}");
-                self.last_error = Some(message);
-            }
-        }
-    }
-
-    fn counter_add(&mut self, name: String, delta: u64) {
-        *self.counters.entry(name).or_default() += delta;
-    }
-}
 
 /// A live store and its bindings.
 struct Live {
@@ -203,19 +126,7 @@ impl PluginInstance {
 /// Builds a store, instantiates the pre-instantiated component in it and runs `init`.
 fn instantiate(plugin: &CompiledPlugin, config: &[(String, String)]) -> Result<Live, PluginError> {
     let inner = &plugin.0;
-    let state = PluginState {
-        // Nothing granted: no arguments, environment, preopened directories or network.
-        wasi: WasiCtxBuilder::new().build(),
-        table: ResourceTable::new(),
-        memory: MemoryCap {
-            limit: inner.limits.memory_bytes,
-            exceeded: false,
-            peak: 0,
-        },
-        plugin: inner.name.clone(),
-        last_error: None,
-        counters: BTreeMap::new(),
-    };
+    let state = PluginState::new(&inner.name, inner.limits.memory_bytes);
     let mut store = Store::new(&inner.engine, state);
     store.limiter(|s| &mut s.memory);
     store.epoch_deadline_trap();

@@ -13,6 +13,7 @@
 //!    the next call.
 
 mod error;
+mod host;
 mod instance;
 mod runtime;
 

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, OptLevel, Strategy};
 
 use super::bindings::PluginPre;
-use super::instance::PluginState;
+use super::host::PluginState;
 use super::{PluginError, PluginLimits};
 
 /// Engine-wide settings.
@@ -58,8 +58,7 @@ impl PluginRuntime {
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        super::bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        super::host::add_to_linker(&mut linker)?;
 
         let weak = engine.weak();
         let tick = options.epoch_tick;
