@@ -1,22 +1,11 @@
 //! The host's capabilities: logging and plugin-defined counters. Inside the router they
-//! call the host; in a native `cargo test` they are recorded for [`crate::testing`].
+//! call the host; in a native `cargo test` they are recorded for [`crate::testing`] (the
+//! backend decides which).
 
 use std::cell::RefCell;
 
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    /// Very detailed diagnostics.
-    Trace,
-    /// Diagnostics for plugin development.
-    Debug,
-    /// Normal operation.
-    Info,
-    /// Something unexpected that was handled.
-    Warn,
-    /// A failure.
-    Error,
-}
+use crate::backend;
+use crate::level::Level;
 
 thread_local! {
     /// Counter deltas accumulated during one `process` call, flushed once at its end.
@@ -25,20 +14,7 @@ thread_local! {
 
 /// Writes one line to the router's log, tagged with the route and plugin.
 pub fn log(level: Level, message: &str) {
-    #[cfg(target_family = "wasm")]
-    {
-        use crate::rt::bindings::switchyard::plugin::host;
-        let level = match level {
-            Level::Trace => host::Level::Trace,
-            Level::Debug => host::Level::Debug,
-            Level::Info => host::Level::Info,
-            Level::Warn => host::Level::Warn,
-            Level::Error => host::Level::Error,
-        };
-        host::log(level, message);
-    }
-    #[cfg(not(target_family = "wasm"))]
-    crate::testing::record_log(level, message);
+    backend::log(level, message);
 }
 
 /// Adds `delta` to the plugin-defined counter `name`, exported by the router as
@@ -57,10 +33,7 @@ pub fn counter(name: &str, delta: u64) {
 pub(crate) fn flush_counters() {
     PENDING_COUNTERS.with_borrow_mut(|pending| {
         for (name, delta) in pending.drain(..) {
-            #[cfg(target_family = "wasm")]
-            crate::rt::bindings::switchyard::plugin::host::counter_add(&name, delta);
-            #[cfg(not(target_family = "wasm"))]
-            crate::testing::record_counter(&name, delta);
+            backend::counter_add(&name, delta);
         }
     });
 }

@@ -54,17 +54,22 @@
 // Lets generated code name this crate by its public path from inside it too.
 extern crate self as switchyard_plugin_sdk;
 
+mod backend;
+#[doc(hidden)]
+pub mod bindings;
 mod config;
 mod host;
 #[cfg(feature = "json")]
 pub mod json;
+mod level;
 mod message;
 #[doc(hidden)]
 pub mod rt;
 pub mod testing;
 
 pub use config::Config;
-pub use host::{Level, counter, log};
+pub use host::{counter, log};
+pub use level::Level;
 pub use message::{Headers, Message, Origin};
 pub use switchyard_abi::{Outcome, Output};
 
@@ -94,7 +99,7 @@ macro_rules! export {
         const _: () = {
             struct SwitchyardExport;
 
-            impl $crate::rt::bindings::exports::switchyard::plugin::handler::Guest
+            impl $crate::bindings::exports::switchyard::plugin::handler::Guest
                 for SwitchyardExport
             {
                 fn init(
@@ -108,8 +113,8 @@ macro_rules! export {
                 }
             }
 
-            $crate::rt::bindings::export_plugin!(
-                SwitchyardExport with_types_in $crate::rt::bindings
+            $crate::bindings::export_plugin!(
+                SwitchyardExport with_types_in $crate::bindings
             );
         };
     };

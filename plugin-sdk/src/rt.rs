@@ -6,21 +6,8 @@ use std::cell::RefCell;
 
 use switchyard_abi::{BatchReader, Outcome, ResultWriter};
 
+use crate::host::flush_counters;
 use crate::{Config, Message, Plugin};
-
-/// Bindings generated from `wit/plugin.wit`.
-pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../wit",
-        world: "plugin",
-        pub_export_macro: true,
-        export_macro_name: "export_plugin",
-        default_bindings_module: "switchyard_plugin_sdk::rt::bindings",
-        runtime_path: "switchyard_plugin_sdk::rt::wit_bindgen::rt",
-    });
-}
-
-pub use wit_bindgen;
 
 thread_local! {
     /// The instance's plugin value, set by `init`.
@@ -31,7 +18,10 @@ thread_local! {
 pub fn init<P: Plugin>(config: Vec<(String, String)>) -> Result<(), String> {
     #[cfg(target_family = "wasm")]
     std::panic::set_hook(Box::new(|info| {
-        crate::log(crate::Level::Error, &format!("plugin panicked: {info}"));
+        crate::host::log(
+            crate::level::Level::Error,
+            &format!("plugin panicked: {info}"),
+        );
     }));
     let plugin = P::init(&Config::new(config))?;
     PLUGIN.with_borrow_mut(|slot| *slot = Some(Box::new(plugin)));
@@ -53,7 +43,7 @@ pub fn process<P: Plugin>(batch: &[u8]) -> Vec<u8> {
 /// Runs one encoded batch through `plugin` and returns the encoded result.
 pub(crate) fn process_one_batch<P: Plugin>(plugin: &mut P, batch: &[u8]) -> Vec<u8> {
     let result = process_batch(plugin, batch);
-    crate::host::flush_counters();
+    flush_counters();
     result
 }
 

@@ -19,40 +19,20 @@
 //! assert_eq!(msgs[0].headers, vec![("h".to_string(), b"v".to_vec())]);
 //! ```
 
-use std::cell::RefCell;
-
 use switchyard_abi::{BatchWriter, MessageBuf, Outcome, decode_result};
 
-use crate::{Config, Level, Plugin};
-
-thread_local! {
-    static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
-    static COUNTERS: RefCell<Vec<(String, u64)>> = const { RefCell::new(Vec::new()) };
-}
-
-#[cfg_attr(target_family = "wasm", allow(dead_code))]
-pub(crate) fn record_log(level: Level, message: &str) {
-    LOGS.with_borrow_mut(|logs| logs.push((level, message.to_owned())));
-}
-
-#[cfg_attr(target_family = "wasm", allow(dead_code))]
-pub(crate) fn record_counter(name: &str, delta: u64) {
-    COUNTERS.with_borrow_mut(
-        |counters| match counters.iter_mut().find(|(n, _)| n == name) {
-            Some((_, total)) => *total += delta,
-            None => counters.push((name.to_owned(), delta)),
-        },
-    );
-}
+use crate::backend;
+use crate::level::Level;
+use crate::{Config, Plugin};
 
 /// Takes the log lines written on this thread so far.
 pub fn take_logs() -> Vec<(Level, String)> {
-    LOGS.take()
+    backend::take_logs()
 }
 
 /// Takes the counter totals reported on this thread so far, in first-use order.
 pub fn take_counters() -> Vec<(String, u64)> {
-    COUNTERS.take()
+    backend::take_counters()
 }
 
 /// A message to feed a plugin in a test.

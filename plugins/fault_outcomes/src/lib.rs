@@ -1,8 +1,8 @@
 //! Fault fixture: returns one outcome more than the batch has messages, bypassing the SDK's
 //! batch loop (which cannot get this wrong) by implementing the raw export itself.
 
-use switchyard_plugin_sdk::rt::bindings;
-use switchyard_plugin_sdk::rt::bindings::exports::switchyard::plugin::handler::Guest;
+use switchyard_plugin_sdk::bindings;
+use switchyard_plugin_sdk::bindings::exports::switchyard::plugin::handler::Guest;
 
 struct FaultOutcomes;
 
