@@ -20,18 +20,9 @@ use rdkafka::producer::{
 
 use switchyard::kafka::{ApacheKafka, ApacheKafkaOptions, consumer_config, producer_config};
 
-use crate::report::Throughput;
-use crate::{Setup, cpu_seconds, json_payload};
+use crate::results::{APACHE_CONFIGS, KAFKA_CONFIGS, Throughput};
+use crate::setup::{Setup, cpu_seconds, json_payload};
 
-/// The configurations on the embedded cluster, in the order each round runs them.
-pub const CONFIGS: [&str; 2] = ["kafka-native", "router-kafka"];
-/// The configurations on Apache Kafka, in the order each round runs them.
-pub const APACHE_CONFIGS: [&str; 4] = [
-    "kafka-native@apache",
-    "router-kafka@apache",
-    "router-json@apache",
-    "python-json@apache",
-];
 /// The sizes measured on Apache Kafka.
 const APACHE_SIZES: [usize; 2] = [100, 1024];
 /// Partitions of every topic.
@@ -173,9 +164,9 @@ fn written(client: &BaseConsumer, topic: &str) -> i64 {
 
 /// Every embedded-cluster configuration at every size, alternating within each round.
 pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
-    let topics = topics(&setup.sizes, setup.rounds, &CONFIGS);
+    let topics = topics(&setup.sizes, setup.rounds, &KAFKA_CONFIGS);
     let (_cluster, bootstrap) = kafka_dev(setup, &topics)?;
-    runs(setup, &bootstrap, "kafka", &CONFIGS, &setup.sizes)
+    runs(setup, &bootstrap, "kafka", &KAFKA_CONFIGS, &setup.sizes)
 }
 
 /// Every Apache Kafka configuration at 100 B and 1 KiB (those of the run's sizes),
@@ -348,7 +339,7 @@ fn run_once(
     let group = format!("bench-{}", output.trim_start_matches("out-"));
     let admin = config
         .starts_with("router-")
-        .then(crate::free_port)
+        .then(crate::setup::free_port)
         .transpose()?;
     let child = middle(setup, bootstrap, config, (&input, &output, &group), admin)?;
     let pid = child.id();
@@ -384,6 +375,6 @@ fn run_once(
             (Some(a), Some(b)) => Some((b - a) * 1e9 / counted),
             _ => None,
         },
-        mean_batch: admin.and_then(crate::mean_batch),
+        mean_batch: admin.and_then(crate::setup::mean_batch),
     })
 }

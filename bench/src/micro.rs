@@ -9,11 +9,8 @@ use switchyard_abi::{BatchWriter, Origin};
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 
-use crate::Setup;
-use crate::report::Micro;
-
-/// The batch sizes measured.
-pub const BATCHES: [usize; 4] = [1, 16, 64, 256];
+use crate::results::{BATCHES, Micro};
+use crate::setup::Setup;
 
 /// A component whose one export does nothing: the floor of a boundary crossing.
 const NOP: &str = r#"(component

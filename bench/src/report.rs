@@ -3,158 +3,14 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::SystemTime;
 
 use plotters::prelude::*;
-use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{kafka, micro, zmq_runs};
-
-/// One throughput measurement.
-#[derive(Debug, Clone, Serialize)]
-pub struct Throughput {
-    /// `zmq`, `kafka` (the embedded cluster) or `apache` (Apache Kafka).
-    pub transport: &'static str,
-    /// The configuration's name.
-    pub config: String,
-    /// Payload bytes.
-    pub size: usize,
-    /// Which alternation.
-    pub round: usize,
-    /// Messages counted at the sink.
-    pub messages: usize,
-    /// From the first to the last message at the sink.
-    pub msgs_per_s: f64,
-    /// CPU time (user + system) of the middle process per message.
-    pub cpu_ns_per_msg: Option<f64>,
-    /// The router's mean batch size over the run, from its metrics.
-    pub mean_batch: Option<f64>,
-}
-
-impl Throughput {
-    /// One progress line: what ran and what it measured.
-    pub fn summary(&self) -> String {
-        let mut line = format!(
-            "{} {:>5} B  round {}  {:<14} {:>12.0} msg/s",
-            self.transport, self.size, self.round, self.config, self.msgs_per_s
-        );
-        if let Some(cpu) = self.cpu_ns_per_msg {
-            let _ = write!(line, "  {cpu:>7.0} ns CPU/msg");
-        }
-        if let Some(batch) = self.mean_batch {
-            let _ = write!(line, "  batch {batch:.1}");
-        }
-        line
-    }
-}
-
-/// One open-loop latency measurement.
-#[derive(Debug, Clone, Serialize)]
-pub struct Latency {
-    /// The configuration's name.
-    pub config: String,
-    /// Percent of `router-native`'s throughput.
-    pub load_pct: u32,
-    /// Messages per second sent.
-    pub rate: f64,
-    /// Which alternation.
-    pub round: usize,
-    /// Messages received.
-    pub received: usize,
-    /// Median, µs.
-    pub p50_us: f64,
-    /// 99th percentile, µs.
-    pub p99_us: f64,
-    /// 99.9th percentile, µs.
-    pub p999_us: f64,
-    /// The router's own account of its plugin stage: the p99 of the time one batch spent
-    /// in it (encoding, call, result), as the upper bound of its histogram bucket, µs.
-    pub stage_p99_us: Option<f64>,
-}
-
-/// One boundary measurement.
-#[derive(Debug, Clone, Serialize)]
-pub struct Micro {
-    /// `call-nop` or `process`.
-    pub name: String,
-    /// Messages per call (0 for the empty call).
-    pub batch: usize,
-    /// Which alternation.
-    pub round: usize,
-    /// Nanoseconds per message (per call for the empty call).
-    pub ns_per_message: f64,
-}
-
-/// Facts about the machine.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    /// CPU model.
-    pub cpu: String,
-    /// Cores available to the process.
-    pub cores: usize,
-    /// Kernel release.
-    pub kernel: String,
-    /// When the run started (UTC).
-    pub date: String,
-}
-
-impl Machine {
-    /// Reads the facts off this machine.
-    pub fn read() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_else(|| "unknown CPU".to_owned());
-        Machine {
-            cpu,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default(),
-            date: switchyard::admin::rfc3339(SystemTime::now()),
-        }
-    }
-}
-
-/// Everything one run measured.
-#[derive(Debug, Clone)]
-pub struct Results {
-    /// The machine.
-    pub machine: Machine,
-    /// Whether this was a `--quick` run.
-    pub quick: bool,
-    /// Alternations.
-    pub rounds: usize,
-    /// Message sizes.
-    pub sizes: Vec<usize>,
-    /// Every throughput measurement.
-    pub throughput: Vec<Throughput>,
-    /// Every latency measurement.
-    pub latency: Vec<Latency>,
-    /// Every boundary measurement.
-    pub micro: Vec<Micro>,
-    /// Wall time of the whole run.
-    pub took_s: f64,
-}
-
-/// The median of `values` (NaN when empty).
-pub fn median(values: &[f64]) -> f64 {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len().is_multiple_of(2) {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    }
-}
+use crate::results::{
+    APACHE_CONFIGS, BATCHES, KAFKA_CONFIGS, LATENCY_CONFIGS, Latency, Results, Throughput,
+    ZMQ_CONFIGS, median,
+};
 
 fn spread(values: &[f64]) -> (f64, f64) {
     values
@@ -467,11 +323,11 @@ pub fn markdown(r: &Results) -> String {
         rule.push_str("---|");
     }
     let _ = writeln!(out, "{header}\n{rule}");
-    let configs: Vec<(&str, &str)> = zmq_runs::CONFIGS
+    let configs: Vec<(&str, &str)> = ZMQ_CONFIGS
         .iter()
         .map(|c| ("ZeroMQ", *c))
-        .chain(kafka::CONFIGS.iter().map(|c| ("Kafka (embedded)", *c)))
-        .chain(kafka::APACHE_CONFIGS.iter().map(|c| ("Apache Kafka", *c)))
+        .chain(KAFKA_CONFIGS.iter().map(|c| ("Kafka (embedded)", *c)))
+        .chain(APACHE_CONFIGS.iter().map(|c| ("Apache Kafka", *c)))
         .collect();
     for (transport, config) in configs {
         let mut line = format!("| {transport} | `{config}` |");
@@ -512,7 +368,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for load in [25u32, 50] {
-        for config in zmq_runs::LATENCY_CONFIGS {
+        for config in LATENCY_CONFIGS {
             let pick = |f: fn(&Latency) -> f64| median(&latency_values(r, config, load, f));
             let rate_sent = pick(|l| l.rate);
             if !rate_sent.is_finite() {
@@ -551,7 +407,7 @@ pub fn markdown(r: &Results) -> String {
         out,
         "| empty component call | {nop:.1} ({lo:.1}–{hi:.1}) per call | 1.000 |"
     );
-    let rows = micro::BATCHES
+    let rows = BATCHES
         .iter()
         .map(|&b| ("process", b, format!("`process`, batch {b}")))
         .chain([(
@@ -600,10 +456,10 @@ fn finite(x: f64) -> Value {
 
 /// Throughput by message size, one line per configuration, as SVG.
 pub fn chart(r: &Results, path: &Path) -> anyhow::Result<()> {
-    let configs: Vec<&str> = zmq_runs::CONFIGS
+    let configs: Vec<&str> = ZMQ_CONFIGS
         .iter()
-        .chain(kafka::CONFIGS.iter())
-        .chain(kafka::APACHE_CONFIGS.iter())
+        .chain(KAFKA_CONFIGS.iter())
+        .chain(APACHE_CONFIGS.iter())
         .copied()
         .collect();
     let lines: Vec<(&str, Vec<(f64, f64)>)> = configs

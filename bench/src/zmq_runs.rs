@@ -8,21 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 
-use crate::report::{Latency, Throughput};
-use crate::{Setup, cpu_seconds, free_port, json_payload};
-
-/// The ZeroMQ configurations, in the order each round runs them.
-pub const CONFIGS: [&str; 5] = [
-    "zmq-direct",
-    "zmq-proxy",
-    "router-native",
-    "router-wasm",
-    "router-json",
-];
-
-/// The configurations whose latency is measured: the forwarder as the floor, and the router
-/// with and without the sandbox.
-pub const LATENCY_CONFIGS: [&str; 3] = ["zmq-proxy", "router-native", "router-wasm"];
+use crate::results::{LATENCY_CONFIGS, Latency, Throughput, ZMQ_CONFIGS};
+use crate::setup::{Setup, cpu_seconds, free_port, json_payload};
 
 /// Messages per run by size, before scaling: about a second each on 2 cores.
 fn messages(size: usize) -> usize {
@@ -58,12 +45,12 @@ impl Middle {
 
     /// The router's mean batch size so far, from its `/metrics`.
     fn mean_batch(&self) -> Option<f64> {
-        crate::mean_batch(self.admin?)
+        crate::setup::mean_batch(self.admin?)
     }
 
     /// The p99 of the router's plugin stage time per batch so far, from its `/metrics`.
     fn stage_p99_us(&self) -> Option<f64> {
-        crate::stage_p99_us(self.admin?)
+        crate::setup::stage_p99_us(self.admin?)
     }
 }
 
@@ -230,7 +217,7 @@ pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
     for &size in &setup.sizes {
         let payloads: Vec<Vec<u8>> = (0..256).map(|seed| json_payload(size, seed)).collect();
         for round in 0..setup.rounds {
-            for config in CONFIGS {
+            for config in ZMQ_CONFIGS {
                 let r = throughput_once(setup, config, size, round, &payloads)?;
                 eprintln!("  {}", r.summary());
                 results.push(r);
