@@ -54,7 +54,7 @@ fn snapshot(path: &Path, previous: Option<&Snapshot>) -> Snapshot {
     let mut files = vec![path.to_owned()];
     match config::load(path) {
         Ok((config, _)) => {
-            let base = path.parent().unwrap_or(Path::new("."));
+            let base = config.plugin_base(path);
             for route in &config.routes {
                 for plugin in &route.get_ref().plugins {
                     files.push(base.join(plugin.get_ref().path.get_ref()));

@@ -107,6 +107,30 @@ fn each_kind_of_error_is_named_with_its_place() {
             "is not a ZeroMQ endpoint",
         ),
         (
+            "endpoint-as-one-string",
+            "bind = [\"tcp://127.0.0.1:5999\"]",
+            "bind = \"127.0.0.1:5999\"",
+            "6:33: input `feed`: `127.0.0.1:5999` is not a ZeroMQ endpoint",
+        ),
+        (
+            "endpoint-in-a-list",
+            "bind = [\"tcp://127.0.0.1:5999\"]",
+            "bind = [\"tcp://127.0.0.1:5998\", \"127.0.0.1:5999\"]",
+            "6:58: input `feed`: `127.0.0.1:5999` is not a ZeroMQ endpoint",
+        ),
+        (
+            "endpoint-not-a-string",
+            "bind = [\"tcp://127.0.0.1:5999\"]",
+            "bind = 5999",
+            "an endpoint string or a list of endpoint strings",
+        ),
+        (
+            "plugin-dir",
+            "[kafka.main]",
+            "plugin_dir = \"nowhere\"\n[kafka.main]",
+            "1:14: `plugin_dir`:",
+        ),
+        (
             "plugin-missing",
             plugins::JSON_FILTER,
             "/nonexistent/filter.wasm",

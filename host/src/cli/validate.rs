@@ -11,8 +11,8 @@ pub(super) fn run(file: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let runtime = PluginRuntime::new(RuntimeOptions::default())?;
-    let base = file.parent().unwrap_or(Path::new("."));
-    let problems = config::validate(&parsed, base, Some(&runtime));
+    let base = parsed.plugin_base(file);
+    let problems = config::validate(&parsed, &base, Some(&runtime));
     if !problems.is_empty() {
         eprintln!("{}", config::error(file, &text, problems));
         return Ok(ExitCode::FAILURE);

@@ -106,6 +106,10 @@ impl ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// The directory plugin paths are relative to, itself relative to this file's
+    /// directory (default: the file's directory).
+    #[serde(default)]
+    pub plugin_dir: Option<Spanned<String>>,
     /// The admin HTTP endpoint.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -301,11 +305,11 @@ impl ZmqSocketType {
 pub struct ZmqEndpoint {
     /// `sub`, `pull` or `router` for inputs; `pub`, `push` or `dealer` for outputs.
     pub socket: Spanned<ZmqSocketType>,
-    /// Endpoints to bind, such as `tcp://127.0.0.1:5557`.
-    #[serde(default)]
+    /// Endpoint to bind, such as `"tcp://127.0.0.1:5557"`, or a list of them.
+    #[serde(default, deserialize_with = "one_or_many")]
     pub bind: Vec<Spanned<String>>,
-    /// Endpoints to connect to.
-    #[serde(default)]
+    /// Endpoint to connect to, or a list of them.
+    #[serde(default, deserialize_with = "one_or_many")]
     pub connect: Vec<Spanned<String>>,
     /// SUB only: topic prefixes to subscribe to; empty subscribes to everything.
     #[serde(default)]
@@ -317,6 +321,46 @@ pub struct ZmqEndpoint {
     /// Carry key and headers in extra frames so Kafka metadata survives a ZeroMQ hop.
     #[serde(default)]
     pub envelope: bool,
+}
+
+/// `"x"` or `["x", "y"]`, each string with its place in the file.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Spanned<String>>, D::Error> {
+    /// One string, or a list whose strings keep their own places.
+    enum OneOrMany {
+        One(String),
+        Many(Vec<Spanned<String>>),
+    }
+    impl<'de> Deserialize<'de> for OneOrMany {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = OneOrMany;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an endpoint string or a list of endpoint strings")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                    Ok(OneOrMany::One(v.to_owned()))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<OneOrMany, A::Error> {
+                    let mut all = Vec::new();
+                    while let Some(one) = seq.next_element::<Spanned<String>>()? {
+                        all.push(one);
+                    }
+                    Ok(OneOrMany::Many(all))
+                }
+            }
+            d.deserialize_any(Visitor)
+        }
+    }
+    let value = Spanned::<OneOrMany>::deserialize(d)?;
+    let span = value.span();
+    Ok(match value.into_inner() {
+        OneOrMany::One(one) => vec![Spanned::new(span, one)],
+        OneOrMany::Many(all) => all,
+    })
 }
 
 /// `[[routes]]`: which inputs, which plugins, which outputs.
@@ -360,7 +404,8 @@ pub struct When {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginRef {
-    /// The component file, relative to the configuration file.
+    /// The component file, relative to `plugin_dir` (by default the configuration
+    /// file's directory).
     pub path: Spanned<String>,
     /// Settings passed to the plugin's `init`, in file order.
     #[serde(default)]
@@ -385,6 +430,18 @@ impl PluginRef {
                 (k.clone(), text)
             })
             .collect()
+    }
+}
+
+impl ConfigFile {
+    /// The directory plugin paths are resolved against, for the configuration read from
+    /// `file`: `plugin_dir` relative to the file's directory, or that directory itself.
+    pub fn plugin_base(&self, file: &Path) -> PathBuf {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        match &self.plugin_dir {
+            Some(plugin_dir) => dir.join(plugin_dir.get_ref()),
+            None => dir.to_owned(),
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use super::{ConfigFile, Located, PluginRef, ZmqEndpoint};
 use crate::plugin::{PluginInstance, PluginLimits, PluginRuntime};
 
 /// Checks everything a run would, short of connecting. Plugins are loaded and initialised
-/// when `runtime` is given; paths are resolved against `base_dir` (the file's directory).
+/// when `runtime` is given; plugin paths are resolved against `base_dir` (from
+/// [`ConfigFile::plugin_base`]).
 pub fn validate(
     config: &ConfigFile,
     base_dir: &Path,
@@ -20,6 +21,15 @@ pub fn validate(
 ) -> Vec<Located> {
     let mut problems = Vec::new();
     let mut p = |at: Located| problems.push(at);
+
+    if let Some(dir) = &config.plugin_dir
+        && !base_dir.is_dir()
+    {
+        p(Located::on(
+            dir,
+            format!("`plugin_dir`: {} is not a directory", base_dir.display()),
+        ));
+    }
 
     for (name, cluster) in &config.kafka {
         if cluster.get_ref().bootstrap.get_ref().trim().is_empty() {

@@ -8,7 +8,7 @@
 //! its plugins instantiated and their `init` run).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -76,7 +76,7 @@ impl Router {
     /// the running one: validation, clusters, outputs, compiled plugins and one instance
     /// per input thread, every `init` run.
     pub(super) fn plan(&self, config: ConfigFile, text: &str) -> Result<Plan, ReloadError> {
-        let base_dir = self.path.parent().unwrap_or(Path::new(".")).to_owned();
+        let base_dir = config.plugin_base(&self.path);
         let problems = config::validate(&config, &base_dir, None);
         if !problems.is_empty() {
             return Err(ReloadError::Invalid(
