@@ -244,6 +244,8 @@ pub struct Metrics {
     pub reloads_ok: AtomicU64,
     /// Reloads refused (the running set stayed).
     pub reloads_error: AtomicU64,
+    /// Whether the last load (the start, or a reload) succeeded, and when it happened.
+    last_load: Mutex<Option<(bool, SystemTime)>>,
 }
 
 /// A copy of a map of counters, so rendering holds no lock while it formats.
@@ -274,6 +276,25 @@ impl Metrics {
     /// The state of input `name`.
     pub fn input(&self, name: &str) -> Arc<InputStats> {
         get_or_default(&self.inputs, &name.to_owned())
+    }
+
+    /// Counts a reload by its result, and remembers it as the last one.
+    pub fn record_reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_error
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.record_load(ok);
+    }
+
+    /// Remembers the result of a load (the start counts, but is not a reload).
+    pub fn record_load(&self, ok: bool) {
+        *self
+            .last_load
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((ok, SystemTime::now()));
     }
 
     /// The counters of output `name`.
@@ -442,6 +463,33 @@ impl Metrics {
         let error = self.reloads_error.load(Ordering::Relaxed);
         let _ = writeln!(out, "switchyard_reloads_total{{result=\"ok\"}} {ok}");
         let _ = writeln!(out, "switchyard_reloads_total{{result=\"error\"}} {error}");
+        let last = *self
+            .last_load
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((ok, at)) = last {
+            header(
+                &mut out,
+                "switchyard_config_last_reload_successful",
+                "Whether the last load of the configuration (the start or a reload) succeeded.",
+                "gauge",
+            );
+            let _ = writeln!(
+                out,
+                "switchyard_config_last_reload_successful {}",
+                u8::from(ok)
+            );
+            header(
+                &mut out,
+                "switchyard_config_last_reload_timestamp_seconds",
+                "When the configuration was last loaded or a reload refused (Unix time).",
+                "gauge",
+            );
+            let at = at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let _ = writeln!(out, "switchyard_config_last_reload_timestamp_seconds {at}");
+        }
 
         if let Some(Loaded {
             generation,

@@ -5,6 +5,7 @@ mod kafka_dev;
 mod plugin_new;
 mod plugin_test;
 mod run;
+mod top;
 mod validate;
 
 pub use demo::build_plugins;
@@ -62,6 +63,26 @@ enum Command {
         /// With --apache: fetch the broker's jars into the cache and exit.
         #[arg(long, requires = "apache")]
         fetch_only: bool,
+    },
+    /// Shows a running router live from its admin endpoint: per route, messages in, out,
+    /// dropped, rejected and dead-lettered per second and the plugin stage's p99; per input,
+    /// readiness and consumer lag; reloads; ZeroMQ drops. Redraws in place on a terminal
+    /// (q quits); prints one plain-text frame per interval otherwise.
+    Top {
+        /// The admin endpoint, HOST:PORT (default: `[admin] listen` of --config, else
+        /// SWITCHYARD_ADMIN_LISTEN, else 127.0.0.1:9464).
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// Read the admin address from this configuration file.
+        #[arg(long, value_name = "FILE", conflicts_with = "admin")]
+        config: Option<PathBuf>,
+        /// Time between two frames, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_name = "MS",
+              value_parser = clap::value_parser!(u64).range(50..))]
+        interval_ms: u64,
+        /// Stop after this many frames (default: until q, Ctrl-C or SIGTERM).
+        #[arg(long, value_name = "N")]
+        frames: Option<u64>,
     },
     /// Checks a configuration file as a run would: syntax, names, sockets, loops, and every
     /// plugin loaded and initialised. Prints each problem as FILE:LINE:COLUMN: message.
@@ -159,6 +180,18 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Validate { file } => validate::run(&file),
+        Command::Top {
+            admin,
+            config,
+            interval_ms,
+            frames,
+        } => top::admin_address(admin, config.as_deref()).and_then(|admin| {
+            top::run(&top::TopOptions {
+                admin,
+                interval: std::time::Duration::from_millis(interval_ms),
+                frames,
+            })
+        }),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::run(args),
         Command::Plugin(PluginCommand::New(args)) => {
             plugin_new::run(args).map(|()| ExitCode::SUCCESS)

@@ -25,7 +25,6 @@ mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
@@ -117,6 +116,7 @@ impl Router {
         router.options = options;
         let plan = router.plan(config, text)?;
         let report = router.apply(plan, Instant::now());
+        router.metrics.record_load(true);
         tracing::info!(
             inputs = router.inputs.len(),
             routes = router.config.as_ref().map_or(0, |c| c.routes.len()),
@@ -161,7 +161,7 @@ impl Router {
         match result {
             Ok(plan) => {
                 let report = self.apply(plan, started);
-                self.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_reload(true);
                 tracing::info!(
                     trigger,
                     generation = report.generation,
@@ -177,7 +177,7 @@ impl Router {
                 Ok(report)
             }
             Err(e) => {
-                self.metrics.reloads_error.fetch_add(1, Ordering::Relaxed);
+                self.metrics.record_reload(false);
                 tracing::error!(
                     trigger,
                     kind = e.kind(),
