@@ -16,13 +16,25 @@ const SECTIONS: [(&str, &str); 12] = [
     ("## `[reload]`", "[reload]\nzz_unknown = 1\n"),
     ("## `[kafka.NAME]`", "[kafka.main]\nzz_unknown = 1\n"),
     ("## `[inputs.NAME]`", "[inputs.a]\nzz_unknown = 1\n"),
-    ("### Kafka input", "[inputs.a]\nkafka = { zz_unknown = 1 }\n"),
+    (
+        "### Kafka input",
+        "[inputs.a]\nkafka = { zz_unknown = 1 }\n",
+    ),
     ("## `[outputs.NAME]`", "[outputs.a]\nzz_unknown = 1\n"),
-    ("### Kafka output", "[outputs.a]\nkafka = { zz_unknown = 1 }\n"),
-    ("## ZeroMQ sockets", "[outputs.a]\nzmq = { zz_unknown = 1 }\n"),
+    (
+        "### Kafka output",
+        "[outputs.a]\nkafka = { zz_unknown = 1 }\n",
+    ),
+    (
+        "## ZeroMQ sockets",
+        "[outputs.a]\nzmq = { zz_unknown = 1 }\n",
+    ),
     ("## `[[routes]]`", "[[routes]]\nzz_unknown = 1\n"),
     ("### `when`", "[[routes]]\nwhen = { zz_unknown = 1 }\n"),
-    ("### A plugin of the chain", "[[routes]]\nplugins = [{ zz_unknown = 1 }]\n"),
+    (
+        "### A plugin of the chain",
+        "[[routes]]\nplugins = [{ zz_unknown = 1 }]\n",
+    ),
 ];
 
 /// The keys the types expect where `text` puts its unknown key.
@@ -76,4 +88,36 @@ fn the_configuration_reference_lists_exactly_the_keys_the_router_accepts() {
             "{heading}: the reference (left) and the configuration's types (right) disagree"
         );
     }
+}
+
+#[test]
+fn the_readme_configuration_validates() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let toml = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a TOML block in the README");
+    // The README's plugin_dir is relative to the repository; the scratch file is not there.
+    let plugin_dir = std::path::Path::new(switchyard_tests::plugins::JSON_FILTER)
+        .parent()
+        .expect("the plugins' directory");
+    let text = toml.replacen(
+        "plugin_dir = \"plugins/target/wasm32-wasip2/release\"",
+        &format!("plugin_dir = \"{}\"", plugin_dir.display()),
+        1,
+    );
+    assert_ne!(text, toml, "the README's configuration sets no plugin_dir");
+    let scratch = Scratch::new("readme");
+    let file = scratch.write("router.toml", &text);
+    let out = std::process::Command::new(switchyard_tests::switchyard_bin())
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("run validate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
