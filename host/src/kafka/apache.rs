@@ -29,6 +29,8 @@ pub const APACHE_KAFKA_VERSION: &str = "4.1.1";
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Broker settings beyond the defaults. Topic auto-creation stays on, as on a default broker.
+/// Members of a KIP-848 (`group.protocol=consumer`) group heartbeat every second instead of
+/// every five, so a development broker rebalances about as fast as a classic group does.
 const SERVER_PROPERTIES: &str = "\
 process.roles=broker,controller
 node.id=1
@@ -44,6 +46,8 @@ transaction.state.log.num.partitions=8
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+group.consumer.min.heartbeat.interval.ms=1000
+group.consumer.heartbeat.interval.ms=1000
 ";
 
 /// How a broker is started.
