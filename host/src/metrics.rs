@@ -231,6 +231,21 @@ impl InputStats {
 pub struct OutputStats {
     /// Records a ZeroMQ output dropped at its high-water mark (PUB).
     pub dropped: AtomicU64,
+    /// Records the output could not deliver, by error (the broker's error name).
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl OutputStats {
+    /// Counts one record the output could not deliver, with `error`.
+    pub fn error(&self, error: &str) {
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        match errors.get_mut(error) {
+            Some(n) => *n += 1,
+            None => {
+                errors.insert(error.to_owned(), 1);
+            }
+        }
+    }
 }
 
 /// Every counter of the router.
@@ -451,6 +466,23 @@ impl Metrics {
                 "switchyard_zmq_dropped_total{{output=\"{}\"}} {n}",
                 escape(output)
             );
+        }
+        header(
+            &mut out,
+            "switchyard_output_errors_total",
+            "Records an output could not deliver, by error.",
+            "counter",
+        );
+        for (output, stats) in &outputs {
+            let errors = stats.errors.lock().unwrap_or_else(PoisonError::into_inner);
+            for (error, n) in errors.iter() {
+                let _ = writeln!(
+                    out,
+                    "switchyard_output_errors_total{{output=\"{}\",error=\"{}\"}} {n}",
+                    escape(output),
+                    escape(error)
+                );
+            }
         }
 
         header(

@@ -157,12 +157,26 @@ impl ApacheKafka {
 
     /// Creates a topic with one replica; an existing topic is left as it is.
     pub fn create_topic(&self, name: &str, partitions: u32) -> anyhow::Result<()> {
+        self.create_topic_with(name, partitions, &[])
+    }
+
+    /// Creates topic `name` with `partitions` and topic-level settings `config` (such as
+    /// `max.message.bytes`), and waits until clients see it.
+    pub fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .context("cannot create a Kafka admin client")?;
         let partitions = i32::try_from(partitions.max(1)).unwrap_or(i32::MAX);
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (key, value) in config {
+            topic = topic.set(key, value);
+        }
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use rdkafka::ClientConfig;
 
 use crate::config::resolved::KafkaClient;
-use crate::metrics::InputStats;
+use crate::metrics::{InputStats, OutputStats};
 use crate::pipeline::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, RouteRunner, Sink};
 
 /// The body of a Kafka input's thread: joins `group`, then takes batches through
@@ -55,17 +55,26 @@ pub fn run_input(
         drop(batch);
         source.store_progress();
     }
-    source.close(DRAIN_TIMEOUT);
+    // Records refused while draining are dead-lettered too, so their runs can complete.
+    source.close(DRAIN_TIMEOUT, || {
+        crate::pipeline::input::settle_returns(&mut runners);
+    });
     Ok(())
 }
 
 /// Opens Kafka output `name`: a producer writing to `topic`.
-pub fn open_sink(name: &str, client: &KafkaClient, topic: &str) -> anyhow::Result<Arc<dyn Sink>> {
+pub fn open_sink(
+    name: &str,
+    client: &KafkaClient,
+    topic: &str,
+    stats: Arc<OutputStats>,
+) -> anyhow::Result<Arc<dyn Sink>> {
     Ok(Arc::new(KafkaSink::new(
         name,
         &client.bootstrap,
         &client.options,
         topic,
+        stats,
     )?))
 }
 

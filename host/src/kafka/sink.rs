@@ -3,20 +3,23 @@
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::IntoOpaque;
 
-use crate::pipeline::{Ack, OutRecord, Sink};
+use crate::metrics::OutputStats;
+use crate::pipeline::{Ack, OutRecord, Refused, Returned, Sink};
 
 /// Releases acknowledgements as deliveries are reported.
 struct AckContext {
     output: String,
+    stats: Arc<OutputStats>,
 }
 
 impl ClientContext for AckContext {}
@@ -25,12 +28,65 @@ impl ProducerContext for AckContext {
     type DeliveryOpaque = Delivery;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
-        if let Err((e, _)) = result {
+        let Err((e, message)) = result else {
+            return;
+        };
+        self.stats.error(&error_name(e));
+        let Some(ack) = ack.0 else {
+            tracing::error!(output = %self.output, error = %e, "delivery failed");
+            return;
+        };
+        if is_permanent(e) {
+            tracing::warn!(output = %self.output, error = %e, "the broker refused a record; it goes to its route's dead-letter output");
+            ack.refused(|ack| Returned {
+                output: self.output.clone(),
+                reason: e.to_string(),
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers: message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                ack,
+            });
+        } else {
             tracing::error!(output = %self.output, error = %e, "delivery failed; the input will not commit past this message");
-            if let Some(ack) = &ack.0 {
-                ack.fail();
-            }
+            ack.fail();
         }
+    }
+}
+
+/// Whether an error means this record can never be written, however often it is sent.
+fn is_permanent(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::InvalidTimestamp
+                | C::InvalidTopic
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::PolicyViolation
+                | C::UnsupportedForMessageFormat
+                | C::UnknownPartition
+                | C::UnknownTopic
+        )
+    )
+}
+
+/// A short name for an error, for the metric's label.
+fn error_name(e: &KafkaError) -> String {
+    match e.rdkafka_error_code() {
+        Some(code) => format!("{code:?}"),
+        None => "other".to_owned(),
     }
 }
 
@@ -59,6 +115,7 @@ pub struct KafkaSink {
     name: String,
     topic: String,
     producer: ThreadedProducer<AckContext>,
+    stats: Arc<OutputStats>,
 }
 
 impl KafkaSink {
@@ -68,17 +125,20 @@ impl KafkaSink {
         bootstrap: &str,
         options: &BTreeMap<String, String>,
         topic: &str,
+        stats: Arc<OutputStats>,
     ) -> anyhow::Result<Self> {
         let config = super::producer_config(bootstrap, options);
         let producer = config
             .create_with_context(AckContext {
                 output: name.to_owned(),
+                stats: Arc::clone(&stats),
             })
             .with_context(|| format!("output `{name}`: cannot create a Kafka producer"))?;
         Ok(KafkaSink {
             name: name.to_owned(),
             topic: topic.to_owned(),
             producer,
+            stats,
         })
     }
 }
@@ -120,6 +180,16 @@ impl Sink for KafkaSink {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((e, back)) => {
+                    self.stats.error(&error_name(&e));
+                    if is_permanent(&e) {
+                        // The route dead-letters the message; the acknowledgement it gave
+                        // is dropped untouched.
+                        return Err(Refused {
+                            output: self.name.clone(),
+                            reason: e.to_string(),
+                        }
+                        .into());
+                    }
                     if let Some(ack) = &back.delivery_opaque.0 {
                         ack.fail();
                     }

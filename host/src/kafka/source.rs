@@ -78,7 +78,7 @@ impl ConsumerContext for SourceContext {
                 let all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
                 revoked.iter().filter_map(|k| all.get(k).cloned()).collect()
             };
-            drain(&trackers, deadline);
+            drain(&trackers, deadline, &mut || {});
             store(consumer, &self.trackers, &self.input);
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(input = %self.input, error = %e, "commit on revoke");
@@ -114,9 +114,11 @@ impl ConsumerContext for SourceContext {
     }
 }
 
-/// Waits until nothing is in flight on these partitions, or `deadline` passes.
-fn drain(trackers: &[Arc<PartitionTracker>], deadline: Instant) {
+/// Waits until nothing is in flight on these partitions, or `deadline` passes; calls
+/// `settle` between two looks.
+fn drain(trackers: &[Arc<PartitionTracker>], deadline: Instant, settle: &mut dyn FnMut()) {
     while trackers.iter().any(|t| t.in_flight() > 0) && Instant::now() < deadline {
+        settle();
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -307,9 +309,10 @@ impl KafkaSource {
         store(&self.consumer, &self.trackers, &self.name);
     }
 
-    /// Waits (up to `timeout`) for in-flight messages, stores and commits their offsets,
-    /// and leaves the group.
-    pub fn close(&self, timeout: Duration) {
+    /// Waits (up to `timeout`) for in-flight messages, calling `settle` meanwhile (it
+    /// dead-letters records refused during the wait), stores and commits their offsets, and
+    /// leaves the group.
+    pub fn close(&self, timeout: Duration, mut settle: impl FnMut()) {
         let deadline = Instant::now() + timeout;
         let trackers: Vec<_> = self
             .trackers
@@ -318,7 +321,7 @@ impl KafkaSource {
             .values()
             .cloned()
             .collect();
-        drain(&trackers, deadline);
+        drain(&trackers, deadline, &mut settle);
         self.store_progress();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(input = %self.name, error = %e, "final commit");

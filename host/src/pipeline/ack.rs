@@ -8,6 +8,12 @@
 //! and the partition never commits past its first offset: the run is read again after a
 //! restart. One acknowledgement per run rather than per message saves an allocation and two
 //! lock round trips per message; the price is that a failure re-reads the whole run.
+//!
+//! A route sends its records with an acknowledgement of its own, a child of the input's
+//! ([`Ack::child`]), which carries the route's [`Returns`]: a record an output refuses for
+//! good (too large, not authorised, ...) is handed back there with the child, instead of
+//! failing the run, and the route dead-letters it; the run completes once the dead letter
+//! is delivered.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,9 +69,12 @@ impl PartitionTracker {
         let end = last.max(first) + 1;
         s.next = Some(s.next.map_or(end, |n| n.max(end)));
         Ack(Arc::new(Pending {
-            tracker: Arc::clone(self),
-            offset: first,
+            owner: Owner::Tracker {
+                tracker: Arc::clone(self),
+                offset: first,
+            },
             failed: AtomicBool::new(false),
+            returns: None,
         }))
     }
 
@@ -113,15 +122,61 @@ impl PartitionTracker {
 
 #[derive(Debug)]
 struct Pending {
-    tracker: Arc<PartitionTracker>,
-    offset: i64,
+    owner: Owner,
     failed: AtomicBool,
+    /// Where a record refused for good goes back to (a route's child acknowledgement).
+    returns: Option<Arc<Returns>>,
+}
+
+/// Who learns that an acknowledgement completed.
+#[derive(Debug)]
+enum Owner {
+    /// The partition tracker of the run starting at `offset`.
+    Tracker {
+        tracker: Arc<PartitionTracker>,
+        offset: i64,
+    },
+    /// The input's acknowledgement this route-level one is part of.
+    Parent(Ack),
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.tracker
-            .complete(self.offset, self.failed.load(Ordering::Acquire));
+        let failed = self.failed.load(Ordering::Acquire);
+        match &self.owner {
+            Owner::Tracker { tracker, offset } => tracker.complete(*offset, failed),
+            Owner::Parent(parent) if failed => parent.fail(),
+            Owner::Parent(_) => {}
+        }
+    }
+}
+
+/// A record an output refused for good, handed back to the route that sent it.
+#[derive(Debug)]
+pub struct Returned {
+    /// The output that refused it.
+    pub output: String,
+    /// Why, in the output's words (the broker's error).
+    pub reason: String,
+    /// The record's key.
+    pub key: Option<Vec<u8>>,
+    /// The record's payload.
+    pub payload: Vec<u8>,
+    /// The record's headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's acknowledgement: its run completes once this is dropped.
+    pub ack: Ack,
+}
+
+/// Where a route's outputs hand back the records they refused for good; the route's input
+/// thread takes them between two batches.
+#[derive(Debug, Default)]
+pub struct Returns(Mutex<Vec<Returned>>);
+
+impl Returns {
+    /// Takes everything handed back so far.
+    pub fn take(&self) -> Vec<Returned> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -134,6 +189,43 @@ impl Ack {
     /// Marks the run failed: its partition will not commit past its first offset.
     pub fn fail(&self) {
         self.0.failed.store(true, Ordering::Release);
+    }
+
+    /// A route's acknowledgement for records it sends on behalf of this one: it completes
+    /// this one when it completes, and records refused for good go back to `returns`.
+    pub fn child(&self, returns: &Arc<Returns>) -> Ack {
+        Ack(Arc::new(Pending {
+            owner: Owner::Parent(self.clone()),
+            failed: AtomicBool::new(false),
+            returns: Some(Arc::clone(returns)),
+        }))
+    }
+
+    /// The input's acknowledgement a route-level one is part of (itself for an input's).
+    pub fn parent(&self) -> &Ack {
+        match &self.0.owner {
+            Owner::Parent(parent) => parent,
+            Owner::Tracker { .. } => self,
+        }
+    }
+
+    /// Whether two acknowledgements are the same one.
+    pub fn same(&self, other: &Ack) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Hands a record refused for good back to the route that sent it; the run completes
+    /// once the route has dead-lettered it. Without a route to hand it to, the run fails
+    /// (its partition holds its commits there).
+    pub fn refused(self, returned: impl FnOnce(Ack) -> Returned) {
+        match self.0.returns.clone() {
+            Some(returns) => returns
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(returned(self)),
+            None => self.fail(),
+        }
     }
 
     /// Gives up the reference as a raw pointer, to travel with a record through a C
@@ -225,6 +317,44 @@ mod tests {
             Some(21),
             "a failure anywhere in a run holds commits at its start"
         );
+    }
+
+    #[test]
+    fn a_refused_record_goes_back_to_its_route_and_its_run_waits_for_it() {
+        let t = PartitionTracker::new();
+        let run = t.begin_run(0, 9);
+        let returns = Arc::new(Returns::default());
+        let routed = run.child(&returns);
+        drop(run);
+        let record = routed.clone();
+        drop(routed);
+        record.refused(|ack| Returned {
+            output: "out".into(),
+            reason: "too large".into(),
+            key: None,
+            payload: b"x".to_vec(),
+            headers: Vec::new(),
+            ack,
+        });
+        assert_eq!(
+            t.committable(),
+            Some(0),
+            "the refused record is not settled"
+        );
+        let mut back = returns.take();
+        assert_eq!(back.len(), 1);
+        let dead_letter = back[0].ack.parent().clone();
+        drop(back.pop());
+        assert_eq!(t.committable(), Some(0), "its dead letter is in flight");
+        drop(dead_letter);
+        assert_eq!(t.committable(), Some(10));
+        assert!(!t.stalled());
+
+        // Refused with no route to hand it back to: the run fails.
+        let alone = t.begin_run(10, 10);
+        alone.refused(|_| unreachable!("no returns"));
+        assert_eq!(t.committable(), Some(10));
+        assert!(t.stalled());
     }
 
     #[test]

@@ -40,10 +40,12 @@ impl InputControl {
         InputControl { swaps }
     }
 
-    /// Between two batches: takes the newest runners handed over, if any, and says so once
-    /// the old ones are gone (which closes nothing: sinks are shared and closed by the
-    /// router). False once the router has asked the input to stop.
+    /// Between two batches: dead-letters what outputs refused since the last batch, takes
+    /// the newest runners handed over, if any, and says so once the old ones are gone
+    /// (which closes nothing: sinks are shared and closed by the router). False once the
+    /// router has asked the input to stop.
     pub fn between_batches(&self, runners: &mut Vec<RouteRunner>) -> bool {
+        settle_returns(runners);
         loop {
             match self.swaps.try_recv() {
                 Ok(swap) => {
@@ -54,6 +56,13 @@ impl InputControl {
                 Err(TryRecvError::Disconnected) => return false,
             }
         }
+    }
+}
+
+/// Dead-letters what the runners' outputs refused after accepting it.
+pub fn settle_returns(runners: &mut [RouteRunner]) {
+    for runner in runners {
+        runner.settle_returns();
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use switchyard_abi::Origin;
 
-pub use ack::{Ack, PartitionTracker};
+pub use ack::{Ack, PartitionTracker, Returned, Returns};
 pub use input::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, Swap, run_batch};
 pub use route::{RouteRunner, RouteSpec};
 
@@ -45,12 +45,26 @@ pub struct OutRecord<'a> {
     pub timestamp: Option<i64>,
 }
 
+/// An output refused a record for good: sending it again cannot succeed (too large for the
+/// broker, not authorised, a partition that does not exist, ...). The route dead-letters
+/// the message instead, and its input moves on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("output `{output}` refused the record: {reason}")]
+pub struct Refused {
+    /// The output.
+    pub output: String,
+    /// Why, in the broker's or client's words.
+    pub reason: String,
+}
+
 /// Where records go: a Kafka topic or a ZeroMQ socket.
 pub trait Sink: Send + Sync {
     /// The output's name.
     fn name(&self) -> &str;
     /// Hands a record over. Blocks while the output is full (back-pressure). The sink keeps
-    /// `ack` until the record is delivered, and marks it failed if it cannot be.
+    /// `ack` until the record is delivered, and marks it failed if it cannot be. A record
+    /// refused at once for good is a [`Refused`] error (and `ack` is dropped untouched); one
+    /// refused later goes back to its route through [`Ack::refused`].
     fn send(&self, record: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()>;
     /// Waits until everything handed over is delivered, or `timeout` passes.
     fn flush(&self, timeout: Duration) -> anyhow::Result<()>;

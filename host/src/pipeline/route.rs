@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use switchyard_abi::{BatchWriter, Origin, Outcome, Output};
 
-use super::{Incoming, OutRecord, Sink};
+use super::{Ack, Incoming, OutRecord, Refused, Returned, Returns, Sink};
 use crate::config::When;
 use crate::metrics::{PluginStats, RouteStats};
 use crate::plugin::{PluginError, PluginInstance};
@@ -45,11 +45,26 @@ struct DeadLetter {
     reason: String,
 }
 
+impl DeadLetter {
+    /// Output `output` refused the record for good, for `reason`.
+    fn produce(output: &str, reason: &str) -> Self {
+        DeadLetter {
+            plugin: String::new(),
+            hash: String::new(),
+            kind: "produce",
+            reason: format!("output `{output}`: {reason}"),
+        }
+    }
+}
+
 /// A route with its own plugin instances, run by one input thread.
 pub struct RouteRunner {
     spec: RouteSpec,
     plugins: Vec<(PluginInstance, Arc<PluginStats>)>,
     writer: BatchWriter,
+    /// Records this runner's outputs refused after accepting them, waiting to be
+    /// dead-lettered by [`RouteRunner::settle_returns`].
+    returns: Arc<Returns>,
 }
 
 impl RouteRunner {
@@ -60,6 +75,7 @@ impl RouteRunner {
             spec,
             plugins,
             writer: BatchWriter::new(),
+            returns: Arc::default(),
         }
     }
 
@@ -158,16 +174,25 @@ impl RouteRunner {
             .last()
             .map(|(p, _)| (p.plugin().name().to_owned(), p.plugin().hash().to_owned()))
             .unwrap_or_default();
+        // The route's own acknowledgement per input run, so that a record refused later
+        // comes back here; and records refused at once, by message.
+        let mut children: Vec<(Ack, Ack)> = Vec::new();
+        let mut refused: Vec<(usize, Refused)> = Vec::new();
         for (i, item) in items {
             if dead.contains_key(&i) {
                 continue;
             }
             let m = &batch[i];
-            let ack = m.ack();
+            let ack = child_ack(&mut children, m.ack(), &self.returns);
+            let mut send_all = |sinks: &[Arc<dyn Sink>], rec: &OutRecord<'_>| {
+                if let Some(r) = send_all(sinks, rec, ack, &stats) {
+                    refused.push((i, r));
+                }
+            };
             match item {
                 Item::Original => {
                     let headers = m.headers();
-                    send_all(&self.spec.to, &original(m, &headers), ack, &stats);
+                    send_all(&self.spec.to, &original(m, &headers));
                 }
                 Item::Emitted(o) => {
                     let headers: Vec<(&str, &[u8])> = o
@@ -183,9 +208,9 @@ impl RouteRunner {
                         timestamp: o.timestamp,
                     };
                     match &o.destination {
-                        None => send_all(&self.spec.to, &rec, ack, &stats),
+                        None => send_all(&self.spec.to, &rec),
                         Some(d) => match self.spec.destinations.get(d) {
-                            Some(sink) => send_all(std::slice::from_ref(sink), &rec, ack, &stats),
+                            Some(sink) => send_all(std::slice::from_ref(sink), &rec),
                             None => {
                                 RouteStats::add(&stats.failed, 1);
                                 if let Some((_, last)) = self.plugins.last() {
@@ -204,9 +229,83 @@ impl RouteRunner {
             }
         }
 
+        drop(children);
         for (i, why) in dead {
             self.dead_letter(&batch[i], &why);
         }
+        for (i, refusal) in refused {
+            self.dead_letter(
+                &batch[i],
+                &DeadLetter::produce(&refusal.output, &refusal.reason),
+            );
+        }
+    }
+
+    /// Dead-letters the records this route's outputs refused after accepting them (kind
+    /// `produce`, with the output and the broker's reason); each one's input run completes
+    /// once its dead letter is delivered. Called by the input's thread between batches.
+    pub fn settle_returns(&mut self) {
+        for returned in self.returns.take() {
+            let Returned {
+                output,
+                reason,
+                key,
+                payload,
+                mut headers,
+                ack,
+            } = returned;
+            let why = DeadLetter::produce(&output, &reason);
+            let Some(sink) = &self.spec.dead_letter else {
+                tracing::error!(route = %self.spec.name, output = %output, reason = %reason, "a record was refused and the route has no dead_letter output; its partition holds its commits here");
+                ack.fail();
+                continue;
+            };
+            headers.extend(
+                self.context_headers(&why, ("", String::new(), String::new()))
+                    .into_iter()
+                    .map(|(n, v)| (n.to_owned(), v)),
+            );
+            let headers: Vec<(&str, &[u8])> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            let rec = OutRecord {
+                key: key.as_deref(),
+                payload: &payload,
+                headers: &headers,
+                partition: None,
+                timestamp: None,
+            };
+            // The dead letter carries the input's acknowledgement itself: if it is refused
+            // too, the run fails there instead of coming back here again.
+            match sink.send(&rec, Some(ack.parent().clone())) {
+                Ok(()) => RouteStats::add(&self.spec.stats.dead_lettered, 1),
+                Err(e) => {
+                    tracing::error!(route = %self.spec.name, "dead letter not written: {e:#}");
+                    ack.fail();
+                }
+            }
+        }
+    }
+
+    /// The headers a dead letter carries besides the message's own; `origin` is the input
+    /// topic (or endpoint), partition and offset, as far as they are known.
+    fn context_headers(
+        &self,
+        why: &DeadLetter,
+        origin: (&str, String, String),
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        let (topic, partition, offset) = origin;
+        vec![
+            ("switchyard-route", self.spec.name.clone().into_bytes()),
+            ("switchyard-plugin", why.plugin.clone().into_bytes()),
+            ("switchyard-plugin-hash", why.hash.clone().into_bytes()),
+            ("switchyard-error-kind", why.kind.as_bytes().to_vec()),
+            ("switchyard-reason", why.reason.clone().into_bytes()),
+            ("switchyard-origin-topic", topic.as_bytes().to_vec()),
+            ("switchyard-origin-partition", partition.into_bytes()),
+            ("switchyard-origin-offset", offset.into_bytes()),
+        ]
     }
 
     /// Writes the original message, with context headers, to the dead-letter output.
@@ -216,29 +315,28 @@ impl RouteRunner {
             tracing::warn!(route = %self.spec.name, kind = why.kind, reason = %why.reason, "message failed and the route has no dead_letter output; it is dropped");
             return;
         };
-        let (topic, partition, offset) = match m.origin() {
+        let origin = m.origin();
+        let origin = match &origin {
             Origin::Kafka {
                 topic,
                 partition,
                 offset,
-            } => (topic.to_owned(), partition.to_string(), offset.to_string()),
-            Origin::Zmq { endpoint, .. } => (endpoint.to_owned(), String::new(), String::new()),
-            Origin::None => Default::default(),
+            } => (*topic, partition.to_string(), offset.to_string()),
+            Origin::Zmq { endpoint, .. } => (*endpoint, String::new(), String::new()),
+            Origin::None => ("", String::new(), String::new()),
         };
+        let context = self.context_headers(why, origin);
         let mut headers = m.headers();
-        headers.extend([
-            ("switchyard-route", self.spec.name.as_bytes()),
-            ("switchyard-plugin", why.plugin.as_bytes()),
-            ("switchyard-plugin-hash", why.hash.as_bytes()),
-            ("switchyard-error-kind", why.kind.as_bytes()),
-            ("switchyard-reason", why.reason.as_bytes()),
-            ("switchyard-origin-topic", topic.as_bytes()),
-            ("switchyard-origin-partition", partition.as_bytes()),
-            ("switchyard-origin-offset", offset.as_bytes()),
-        ]);
+        headers.extend(context.iter().map(|(n, v)| (*n, v.as_slice())));
         match sink.send(&original(m, &headers), m.ack().cloned()) {
             Ok(()) => RouteStats::add(&stats.dead_lettered, 1),
-            Err(e) => tracing::error!(route = %self.spec.name, "dead letter not written: {e:#}"),
+            Err(e) => {
+                // Never commit past a message that is neither delivered nor dead-lettered.
+                tracing::error!(route = %self.spec.name, "dead letter not written; the input will not commit past this message: {e:#}");
+                if let Some(ack) = m.ack() {
+                    ack.fail();
+                }
+            }
         }
     }
 }
@@ -254,18 +352,41 @@ fn original<'a, M: Incoming>(m: &'a M, headers: &'a [(&'a str, &'a [u8])]) -> Ou
     }
 }
 
+/// The route's own acknowledgement for the input run `ack` belongs to, made on first use.
+fn child_ack<'a>(
+    children: &'a mut Vec<(Ack, Ack)>,
+    ack: Option<&Ack>,
+    returns: &Arc<Returns>,
+) -> Option<&'a Ack> {
+    let ack = ack?;
+    let at = match children.iter().position(|(input, _)| input.same(ack)) {
+        Some(at) => at,
+        None => {
+            children.push((ack.clone(), ack.child(returns)));
+            children.len() - 1
+        }
+    };
+    Some(&children[at].1)
+}
+
+/// Sends `rec` to every sink; the first refusal for good, if any (the others are logged).
 fn send_all(
     sinks: &[Arc<dyn Sink>],
     rec: &OutRecord<'_>,
-    ack: Option<&super::Ack>,
+    ack: Option<&Ack>,
     stats: &RouteStats,
-) {
+) -> Option<Refused> {
+    let mut refused = None;
     for sink in sinks {
         match sink.send(rec, ack.cloned()) {
             Ok(()) => RouteStats::add(&stats.sent, 1),
-            Err(e) => tracing::error!("{e:#}"),
+            Err(e) => match e.downcast::<Refused>() {
+                Ok(r) => refused = refused.or(Some(r)),
+                Err(e) => tracing::error!("{e:#}"),
+            },
         }
     }
+    refused
 }
 
 /// Whether a message matches every `when` predicate.

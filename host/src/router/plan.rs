@@ -183,7 +183,9 @@ impl Planner<'_> {
                 continue;
             }
             let sink = match &kind {
-                OutputKind::Kafka { client, topic } => kafka::open_sink(name, client, topic)?,
+                OutputKind::Kafka { client, topic } => {
+                    kafka::open_sink(name, client, topic, self.router.metrics.output(name))?
+                }
                 OutputKind::Zmq(endpoint) => {
                     let stats = self.router.metrics.output(name);
                     let sink = zmq::open_sink(&self.router.zmq, name, endpoint, stats);
