@@ -158,3 +158,50 @@ fn each_kind_of_error_is_named_with_its_place() {
         );
     }
 }
+
+#[test]
+fn a_variables_value_arrives_as_text_and_cannot_add_structure() {
+    let scratch = Scratch::new("validate-injection");
+    let good = base(plugins::JSON_FILTER);
+    let text = good.replacen("group = \"g\"", "group = \"${SWITCHYARD_TEST_EVIL}\"", 1);
+    assert_ne!(text, good);
+    let file = scratch.write("evil.toml", &text);
+    let evil = "g\"\n[inputs.evil]\nzmq = { socket = \"pull\", bind = [\"tcp://127.0.0.1:1\"] }\n#";
+    let out = Command::new(switchyard_bin())
+        .arg("validate")
+        .arg(&file)
+        .env("SWITCHYARD_TEST_EVIL", evil)
+        .output()
+        .expect("run validate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("(2 inputs,"),
+        "an input was added: {stdout}"
+    );
+
+    // Outside a string only a plain scalar may be substituted.
+    let bare = good.replacen(
+        "bootstrap = \"embedded\"",
+        "bootstrap = ${SWITCHYARD_TEST_EVIL}",
+        1,
+    );
+    let file = scratch.write("bare.toml", &bare);
+    let out = Command::new(switchyard_bin())
+        .arg("validate")
+        .arg(&file)
+        .env("SWITCHYARD_TEST_EVIL", evil)
+        .output()
+        .expect("run validate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bare.toml:2:13: the value of `${SWITCHYARD_TEST_EVIL}`"),
+        "{stderr}"
+    );
+}
