@@ -314,13 +314,40 @@ pub struct ZmqEndpoint {
     /// SUB only: topic prefixes to subscribe to; empty subscribes to everything.
     #[serde(default)]
     pub subscribe: Vec<String>,
-    /// High-water mark (messages queued per peer).
+    /// High-water mark (messages queued per peer); default libzmq's 1 000, and
+    /// [`ZmqEndpoint::PUB_HWM`] for a `pub` output.
     pub hwm: Option<i32>,
     /// How long closing waits for unsent messages, in milliseconds.
     pub linger_ms: Option<i32>,
     /// Carry key and headers in extra frames so Kafka metadata survives a ZeroMQ hop.
     #[serde(default)]
     pub envelope: bool,
+    /// `pub` only: what a subscriber with a full queue does to a record: `drop` it (counted)
+    /// or `block` until there is room, holding the input back.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// Inputs only: the largest message accepted, in bytes (default 16 MiB); libzmq
+    /// disconnects a peer that sends a larger one.
+    pub max_message_bytes: Option<i64>,
+}
+
+impl ZmqEndpoint {
+    /// The high-water mark of a `pub` output that sets none: large enough for a burst of
+    /// a few batches to reach a subscriber that keeps up.
+    pub const PUB_HWM: i32 = 10_000;
+    /// The largest message an input accepts unless it says otherwise.
+    pub const MAX_MESSAGE_BYTES: i64 = 16 << 20;
+}
+
+/// What a `pub` output does when a subscriber's queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenFull {
+    /// Drop the record for that subscriber and count it.
+    #[default]
+    Drop,
+    /// Wait until there is room: the slowest subscriber sets the pace.
+    Block,
 }
 
 /// `"x"` or `["x", "y"]`, each string with its place in the file.

@@ -249,6 +249,23 @@ fn check_zmq(what: &str, z: &Spanned<ZmqEndpoint>, input: bool, p: &mut dyn FnMu
             format!("{what}: `linger_ms` must be finite (0 or more)"),
         ));
     }
+    if e.when_full != super::WhenFull::Drop && socket != super::ZmqSocketType::Pub {
+        p(Located::on(
+            z,
+            format!("{what}: `when_full` applies to `pub` outputs only (the others block)"),
+        ));
+    }
+    match e.max_message_bytes {
+        Some(_) if !input => p(Located::on(
+            z,
+            format!("{what}: `max_message_bytes` applies to inputs only"),
+        )),
+        Some(n) if n < 1 => p(Located::on(
+            z,
+            format!("{what}: `max_message_bytes` must be 1 or more"),
+        )),
+        _ => {}
+    }
 }
 
 fn check_plugin(

@@ -100,9 +100,20 @@ fn open_socket(ctx: &zmq::Context, name: &str, e: &ZmqEndpoint) -> anyhow::Resul
     let mut socket = ctx
         .socket(kind)
         .with_context(|| format!("`{name}`: cannot create socket"))?;
-    if let Some(hwm) = e.hwm {
+    let hwm = match (e.hwm, e.socket.get_ref()) {
+        (Some(hwm), _) => Some(hwm),
+        (None, ZmqSocketType::Pub) => Some(ZmqEndpoint::PUB_HWM),
+        (None, _) => None,
+    };
+    if let Some(hwm) = hwm {
         socket.set_rcvhwm(hwm)?;
         socket.set_sndhwm(hwm)?;
+    }
+    if e.socket.get_ref().is_input() {
+        socket.set_maxmsgsize(
+            e.max_message_bytes
+                .unwrap_or(ZmqEndpoint::MAX_MESSAGE_BYTES),
+        )?;
     }
     socket.set_linger(e.linger_ms.unwrap_or(1000))?;
     if *e.socket.get_ref() == ZmqSocketType::Pub {

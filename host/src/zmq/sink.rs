@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::envelope;
-use crate::config::{ZmqEndpoint, ZmqSocketType};
+use crate::config::{WhenFull, ZmqEndpoint, ZmqSocketType};
 use crate::metrics::OutputStats;
 use crate::pipeline::{Ack, OutRecord, Sink};
 
@@ -17,6 +17,8 @@ use crate::pipeline::{Ack, OutRecord, Sink};
 pub struct ZmqSink {
     name: String,
     kind: ZmqSocketType,
+    /// A `pub` that drops (instead of blocking) when a subscriber is full.
+    drops: bool,
     envelope: bool,
     socket: Mutex<Sends>,
     /// Set when the output is closing: a blocked send gives up.
@@ -45,6 +47,8 @@ impl ZmqSink {
         Ok(ZmqSink {
             name: name.to_owned(),
             kind: *config.socket.get_ref(),
+            drops: *config.socket.get_ref() == ZmqSocketType::Pub
+                && config.when_full == WhenFull::Drop,
             envelope: config.envelope,
             socket: Mutex::new(Sends {
                 socket,
@@ -55,8 +59,9 @@ impl ZmqSink {
         })
     }
 
-    /// Sends one message of `frames`. A PUSH or DEALER blocks (in slices of the socket's
-    /// send timeout) while it has no room; a PUB drops the record instead, and counts it.
+    /// Sends one message of `frames`. A PUSH or DEALER, and a PUB with `when_full = "block"`,
+    /// blocks (in slices of the socket's send timeout) while it has no room; a PUB drops the
+    /// record instead, and counts it.
     fn send_frames(&self, frames: &[&[u8]]) -> anyhow::Result<()> {
         let publish = self.kind == ZmqSocketType::Pub;
         let mut sends = self.socket.lock().unwrap_or_else(PoisonError::into_inner);
@@ -69,11 +74,11 @@ impl ZmqSink {
                 while sends.socket.recv_bytes(zmq::DONTWAIT).is_ok() {}
             }
         }
-        let flags = if publish { zmq::DONTWAIT } else { 0 };
+        let flags = if self.drops { zmq::DONTWAIT } else { 0 };
         loop {
             match sends.socket.send_multipart(frames.iter(), flags) {
                 Ok(()) => return Ok(()),
-                Err(zmq::Error::EAGAIN) if publish => {
+                Err(zmq::Error::EAGAIN) if self.drops => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
