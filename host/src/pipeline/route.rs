@@ -11,7 +11,7 @@ use switchyard_abi::{BatchWriter, Origin, Outcome, Output};
 use super::{Ack, Incoming, OutRecord, Refused, Returned, Returns, Sink};
 use crate::config::When;
 use crate::metrics::{PluginStats, RouteStats};
-use crate::plugin::{PluginError, PluginInstance};
+use crate::plugin::{ErrorKind, PluginError, PluginInstance};
 
 /// Everything a route needs, shared by the input threads that run it.
 #[derive(Clone)]
@@ -101,30 +101,10 @@ impl RouteRunner {
         // Messages bound for the dead-letter output, by index; the first reason wins.
         let mut dead: BTreeMap<usize, DeadLetter> = BTreeMap::new();
 
+        let route = self.spec.name.as_str();
         for (plugin, plugin_stats) in &mut self.plugins {
             if items.is_empty() {
                 break;
-            }
-            let started = Instant::now();
-            self.writer.start(input);
-            for (i, item) in &items {
-                let m = &batch[*i];
-                match item {
-                    Item::Original => self.writer.push(
-                        &m.origin(),
-                        m.key(),
-                        m.timestamp(),
-                        m.headers(),
-                        m.payload(),
-                    ),
-                    Item::Emitted(o) => self.writer.push(
-                        &m.origin(),
-                        o.key.as_deref(),
-                        o.timestamp,
-                        o.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-                        &o.payload,
-                    ),
-                }
             }
             let compiled = plugin.plugin().clone();
             let blame = |kind: &'static str, reason: String| DeadLetter {
@@ -133,40 +113,45 @@ impl RouteRunner {
                 kind,
                 reason,
             };
-            let result = plugin.process_unless_all_pass(&self.writer);
-            plugin_stats.observe_call(started.elapsed());
-            match result {
+            let verdicts = match call(plugin, plugin_stats, &mut self.writer, input, batch, &items)
+            {
                 // Every message passed: the items go on to the next plugin as they are.
-                Ok(None) => {}
-                Ok(Some(outcomes)) => {
-                    let mut next = Vec::with_capacity(items.len());
-                    for ((i, item), outcome) in items.into_iter().zip(outcomes) {
-                        match outcome {
-                            Outcome::Pass => next.push((i, item)),
-                            Outcome::Drop => RouteStats::add(&stats.dropped, 1),
-                            Outcome::Emit(outputs) => {
-                                next.extend(
-                                    outputs.into_iter().map(|o| (i, Item::Emitted(Box::new(o)))),
-                                );
-                            }
-                            Outcome::Reject(reason) => {
-                                RouteStats::add(&stats.rejected, 1);
-                                dead.entry(i).or_insert_with(|| blame("reject", reason));
-                            }
-                        }
-                    }
-                    items = next;
+                Ok(None) => continue,
+                Ok(Some(outcomes)) => outcomes.into_iter().map(Ok).collect(),
+                Err(e) if items.len() > 1 && e.kind() != ErrorKind::Init => {
+                    // Find the messages that fail on their own; the others go on.
+                    tracing::warn!(
+                        route,
+                        plugin = compiled.name(),
+                        kind = e.kind().as_str(),
+                        messages = items.len(),
+                        "{e}; calling again in halves to find the messages that fail"
+                    );
+                    isolate(plugin, plugin_stats, &mut self.writer, input, batch, &items)
                 }
-                Err(e) => {
-                    tracing::warn!(route = %self.spec.name, plugin = compiled.name(), kind = e.kind().as_str(), "{e}");
-                    RouteStats::add(&stats.failed, items.len() as u64);
-                    plugin_stats.error(e.kind().as_str(), items.len() as u64);
-                    for (i, _) in items.drain(..) {
-                        dead.entry(i)
-                            .or_insert_with(|| blame(e.kind().as_str(), e.to_string()));
+                Err(e) => vec![Err(Failure::from(&e)); items.len()],
+            };
+            let mut next = Vec::with_capacity(items.len());
+            for ((i, item), verdict) in items.into_iter().zip(verdicts) {
+                match verdict {
+                    Ok(Outcome::Pass) => next.push((i, item)),
+                    Ok(Outcome::Drop) => RouteStats::add(&stats.dropped, 1),
+                    Ok(Outcome::Emit(outputs)) => {
+                        next.extend(outputs.into_iter().map(|o| (i, Item::Emitted(Box::new(o)))));
+                    }
+                    Ok(Outcome::Reject(reason)) => {
+                        RouteStats::add(&stats.rejected, 1);
+                        dead.entry(i).or_insert_with(|| blame("reject", reason));
+                    }
+                    Err(Failure { kind, message }) => {
+                        tracing::warn!(route, plugin = compiled.name(), kind, "{message}");
+                        RouteStats::add(&stats.failed, 1);
+                        plugin_stats.error(kind, 1);
+                        dead.entry(i).or_insert_with(|| blame(kind, message));
                     }
                 }
             }
+            items = next;
         }
 
         let (last_plugin, last_hash) = self
@@ -350,6 +335,88 @@ fn original<'a, M: Incoming>(m: &'a M, headers: &'a [(&'a str, &'a [u8])]) -> Ou
         partition: None,
         timestamp: m.timestamp(),
     }
+}
+
+/// How one message failed in a plugin.
+#[derive(Debug, Clone)]
+struct Failure {
+    kind: &'static str,
+    message: String,
+}
+
+impl From<&PluginError> for Failure {
+    fn from(e: &PluginError) -> Self {
+        Failure {
+            kind: e.kind().as_str(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Encodes `items` (of `batch`, from `input`) and calls `plugin` with them once; `None` when
+/// every message passed.
+fn call<M: Incoming>(
+    plugin: &mut PluginInstance,
+    stats: &PluginStats,
+    writer: &mut BatchWriter,
+    input: &str,
+    batch: &[M],
+    items: &[(usize, Item)],
+) -> Result<Option<Vec<Outcome>>, PluginError> {
+    let started = Instant::now();
+    writer.start(input);
+    for (i, item) in items {
+        let m = &batch[*i];
+        match item {
+            Item::Original => {
+                writer.push(
+                    &m.origin(),
+                    m.key(),
+                    m.timestamp(),
+                    m.headers(),
+                    m.payload(),
+                );
+            }
+            Item::Emitted(o) => writer.push(
+                &m.origin(),
+                o.key.as_deref(),
+                o.timestamp,
+                o.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+                &o.payload,
+            ),
+        }
+    }
+    let result = plugin.process_unless_all_pass(writer);
+    stats.observe_call(started.elapsed());
+    result
+}
+
+/// After a call with `items` failed: each half is called again (on the instance rebuilt
+/// after the failure), and a half that fails is split again, until every message has its
+/// own outcome or fails alone. One looping message among 256 costs about nine deadlines
+/// instead of condemning 255 others; messages that pass keep their order.
+fn isolate<M: Incoming>(
+    plugin: &mut PluginInstance,
+    stats: &PluginStats,
+    writer: &mut BatchWriter,
+    input: &str,
+    batch: &[M],
+    items: &[(usize, Item)],
+) -> Vec<Result<Outcome, Failure>> {
+    let (left, right) = items.split_at(items.len() / 2);
+    let mut verdicts = Vec::with_capacity(items.len());
+    for half in [left, right] {
+        match call(plugin, stats, writer, input, batch, half) {
+            Ok(None) => verdicts.extend(half.iter().map(|_| Ok(Outcome::Pass))),
+            Ok(Some(outcomes)) => verdicts.extend(outcomes.into_iter().map(Ok)),
+            Err(e) if half.len() == 1 || e.kind() == ErrorKind::Init => {
+                let failure = Failure::from(&e);
+                verdicts.extend(half.iter().map(|_| Err(failure.clone())));
+            }
+            Err(_) => verdicts.extend(isolate(plugin, stats, writer, input, batch, half)),
+        }
+    }
+    verdicts
 }
 
 /// The route's own acknowledgement for the input run `ack` belongs to, made on first use.
