@@ -193,9 +193,10 @@ pub struct InputStats {
     pub assignments: AtomicU64,
     /// Consumer lag by (topic, partition), from librdkafka's statistics.
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
-    /// Why a connected input cannot flow (a subscribed topic that does not exist); set and
-    /// cleared by the input, shown by `/health/ready`.
-    pub problem: Mutex<Option<String>>,
+    /// Why a connected input cannot flow, by what found it (`topics`: a subscribed topic
+    /// that does not exist; `cluster`: no broker answers); set and cleared by the input,
+    /// shown by `/health/ready`.
+    problems: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl InputStats {
@@ -204,20 +205,27 @@ impl InputStats {
         self.ready.load(Ordering::Relaxed) && self.problem().is_none()
     }
 
-    /// The input's current problem, if any.
+    /// The input's current problems, if any, in one line.
     pub fn problem(&self) -> Option<String> {
-        self.problem
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let problems = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
+        (!problems.is_empty()).then(|| problems.values().cloned().collect::<Vec<_>>().join("; "))
     }
 
-    /// Sets or clears the input's problem; returns the one it replaces.
-    pub fn set_problem(&self, problem: Option<String>) -> Option<String> {
-        std::mem::replace(
-            &mut *self.problem.lock().unwrap_or_else(PoisonError::into_inner),
-            problem,
-        )
+    /// Whether the problem found by `source` is there.
+    pub fn has_problem(&self, source: &'static str) -> bool {
+        self.problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(source)
+    }
+
+    /// Sets or clears the problem found by `source`; returns the one it replaces.
+    pub fn set_problem(&self, source: &'static str, problem: Option<String>) -> Option<String> {
+        let mut problems = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
+        match problem {
+            Some(problem) => problems.insert(source, problem),
+            None => problems.remove(source),
+        }
     }
 
     /// Replaces the lag figures.

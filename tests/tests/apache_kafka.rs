@@ -1,7 +1,7 @@
 //! What the embedded cluster hides, checked on Apache Kafka: consumer-group rebalances under
 //! load with each assignment protocol, the commit of finished work when partitions are
-//! revoked, a topic that does not exist, and the broker stopped and started again under
-//! load. Streams carry (key, sequence) and are audited for loss, duplicates and order.
+//! revoked, a topic that does not exist, the broker stopped and started again under load,
+//! and the broker frozen under load. Streams carry (key, sequence) and are audited for loss, duplicates and order.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -271,5 +271,79 @@ fn a_broker_restart_under_load_loses_nothing() {
     );
     assert_eq!(audit.lost, 0, "messages lost over a broker restart");
     assert_eq!(audit.out_of_order, 0, "order per key broken");
+    let log = std::fs::read_to_string(scratch.path("router.log")).unwrap_or_default();
+    assert!(
+        log.contains("no broker of the cluster answers")
+            && log.contains("the cluster answers again"),
+        "the outage was not reported:\n{log}"
+    );
+    stop(proc);
+}
+
+/// A broker frozen (SIGSTOP) for 20 s under load: the router says so once in its log and in
+/// `/health/ready` while it lasts, says once when the broker answers again, and loses
+/// nothing.
+#[test]
+fn a_frozen_broker_is_reported_and_the_flow_resumes() {
+    const N: u64 = 40_000;
+    let mut broker = Broker::start(BrokerKind::Apache, &["in:4", "out:4"]);
+    let bootstrap = broker.bootstrap().to_owned();
+    let scratch = Scratch::new("frozen");
+    let cfg = scratch.write("router.toml", &config(&bootstrap, "frozen", CLASSIC));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let log = scratch.path("router.log");
+    let proc = router_env(
+        &cfg,
+        &log,
+        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
+    );
+    assert!(
+        wait_until(DEADLINE, || get(&admin, "/health/ready").0 == 200),
+        "the router did not become ready"
+    );
+    let producer = PacedProducer::start(&bootstrap, "in", N, 2_000);
+    assert!(
+        wait_until(DEADLINE, || topic_size(&bootstrap, "out") >= N as i64 / 8),
+        "the stream did not start"
+    );
+    broker.apache().pause().expect("freeze the broker");
+    let frozen = Instant::now();
+    let reported = wait_until(Duration::from_secs(15), || {
+        let (status, body) = get(&admin, "/health/ready");
+        status == 503 && body.contains("has not answered")
+    });
+    let noticed = frozen.elapsed();
+    if let Some(left) = Duration::from_secs(20).checked_sub(frozen.elapsed()) {
+        std::thread::sleep(left);
+    }
+    broker.apache().resume().expect("thaw the broker");
+    let thawed = Instant::now();
+    assert!(reported, "the frozen broker was not reported within 15 s");
+    assert!(
+        wait_until(DEADLINE, || get(&admin, "/health/ready").0 == 200),
+        "not ready again after the broker came back"
+    );
+    let ready_again = thawed.elapsed();
+    producer.finish();
+    assert!(
+        wait_until(DEADLINE, || committed(&bootstrap, "frozen", "in")
+            == N as i64),
+        "the stream was not committed after the thaw"
+    );
+    let audit = audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let warnings = text.matches("has not answered").count();
+    let recoveries = text.matches("the cluster answers again").count();
+    eprintln!(
+        "frozen broker: reported after {:.1} s, ready {:.1} s after the thaw; {warnings} \
+         warning and {recoveries} recovery lines; lost={} duplicates={}",
+        noticed.as_secs_f64(),
+        ready_again.as_secs_f64(),
+        audit.lost,
+        audit.duplicates
+    );
+    assert_eq!(audit.lost, 0, "messages lost over a frozen broker");
+    assert_eq!(warnings, 1, "one warning per outage:\n{text}");
+    assert_eq!(recoveries, 1, "one line when it is over:\n{text}");
     stop(proc);
 }

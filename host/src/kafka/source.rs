@@ -36,6 +36,8 @@ struct SourceContext {
     assigned: AtomicBool,
     /// Readiness, assignments and lag, for the admin endpoint.
     stats: Arc<InputStats>,
+    /// When the cluster stopped answering, while it does not.
+    cluster_down_since: Mutex<Option<Instant>>,
 }
 
 impl ClientContext for SourceContext {
@@ -61,6 +63,77 @@ impl ClientContext for SourceContext {
             }
         }
         self.stats.set_lag(lag);
+        self.watch_cluster(&statistics);
+    }
+}
+
+/// How long a broker with requests waiting may stay silent before the input reports it. A
+/// consumer's fetches are answered at least every `fetch.wait.max.ms` (500 ms by default).
+const SILENT: Duration = Duration::from_secs(5);
+
+impl SourceContext {
+    /// Says (once when it starts, once when it ends) when no broker of the cluster answers,
+    /// or one that holds requests has been silent for [`SILENT`]: in the log and in
+    /// `/health/ready`.
+    fn watch_cluster(&self, statistics: &Statistics) {
+        let brokers: Vec<_> = statistics
+            .brokers
+            .values()
+            .filter(|b| b.source == "learned" || b.source == "configured")
+            .collect();
+        if brokers.is_empty() {
+            return;
+        }
+        let problem = if !brokers.iter().any(|b| b.state == "UP") {
+            let states: Vec<String> = brokers
+                .iter()
+                .map(|b| format!("{} {}", b.name, b.state))
+                .collect();
+            Some(format!(
+                "no broker of the cluster answers ({})",
+                states.join(", ")
+            ))
+        } else {
+            brokers
+                .iter()
+                .find(|b| {
+                    b.state == "UP"
+                        && b.waitresp_cnt > 0
+                        && Duration::from_micros(u64::try_from(b.rxidle).unwrap_or(0)) >= SILENT
+                })
+                .map(|b| {
+                    format!(
+                        "broker {} has not answered for {} s ({} requests waiting)",
+                        b.name,
+                        b.rxidle / 1_000_000,
+                        b.waitresp_cnt
+                    )
+                })
+        };
+        match (problem, self.stats.has_problem("cluster")) {
+            (Some(problem), false) => {
+                tracing::warn!(input = %self.input, "{problem}; waiting for it");
+                *self
+                    .cluster_down_since
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                self.stats.set_problem("cluster", Some(problem));
+            }
+            (Some(problem), true) => {
+                self.stats.set_problem("cluster", Some(problem));
+            }
+            (None, true) => {
+                let since = self
+                    .cluster_down_since
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                let after_s = since.map_or(0, |t| t.elapsed().as_secs());
+                tracing::info!(input = %self.input, after_s, "the cluster answers again");
+                self.stats.set_problem("cluster", None);
+            }
+            (None, false) => {}
+        }
     }
 }
 
@@ -172,6 +245,7 @@ impl KafkaSource {
                 revoked: AtomicBool::new(false),
                 assigned: AtomicBool::new(false),
                 stats,
+                cluster_down_since: Mutex::new(None),
             })
             .with_context(|| format!("input `{name}`: cannot create a Kafka consumer"))?;
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -211,7 +285,7 @@ impl KafkaSource {
         }
         // A missing topic may have appeared: look again when partitions or messages came.
         if (context.assigned.swap(false, Ordering::AcqRel) || !polled.is_empty())
-            && context.stats.problem().is_some()
+            && context.stats.has_problem("topics")
         {
             self.check_topics();
         }
@@ -280,7 +354,7 @@ impl KafkaSource {
             .collect();
         let context = self.consumer.context();
         if missing.is_empty() {
-            if let Some(was) = context.stats.set_problem(None) {
+            if let Some(was) = context.stats.set_problem("topics", None) {
                 tracing::info!(input = %self.name, was = %was, "subscribed topics exist now");
             }
             return;
@@ -291,7 +365,12 @@ impl KafkaSource {
              creation is off); waiting for it",
             names.join(", ")
         );
-        if context.stats.set_problem(Some(problem.clone())).as_ref() != Some(&problem) {
+        if context
+            .stats
+            .set_problem("topics", Some(problem.clone()))
+            .as_ref()
+            != Some(&problem)
+        {
             tracing::warn!(input = %self.name, "{problem}");
         }
     }
