@@ -173,7 +173,7 @@ async fn reload(State(state): State<AdminState>) -> Response {
 
 fn report_json(report: &ReloadReport) -> serde_json::Value {
     json!({
-        "result": "ok",
+        "result": if report.unchanged { "unchanged" } else { "ok" },
         "generation": report.generation,
         "version": report.version,
         "took_ms": report.took.as_secs_f64() * 1000.0,

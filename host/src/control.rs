@@ -27,6 +27,9 @@ impl Request {
 /// What a reload did.
 #[derive(Debug, Clone, Default)]
 pub struct ReloadReport {
+    /// The file and its plugins are as they were: nothing was swapped, and the generation
+    /// stays.
+    pub unchanged: bool,
     /// The new generation.
     pub generation: u64,
     /// The new version.

@@ -652,13 +652,33 @@ dead_letter = "dead"
             .is_some_and(|t| t.ends_with('Z'))
     );
 
-    // A reload that changes nothing still builds and applies a new generation.
+    // A reload that changes nothing says so and keeps the generation.
     let (status, body) = post(&admin, "/reload");
     assert_eq!(status, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(report["result"], "ok");
-    assert_eq!(report["generation"], 2);
-    assert_eq!(report["inputs"]["kept"][0], "orders");
+    assert_eq!(report["result"], "unchanged");
+    assert_eq!(report["generation"], 1);
+    assert_eq!(report["inputs"]["kept"].as_array().map(Vec::len), Some(0));
+
+    // Requests that arrive while one is being handled join it: every one is answered, and
+    // fewer reloads run than were asked for.
+    let series = "switchyard_reloads_total{result=\"ok\"}";
+    let before = sample(&get(&admin, "/metrics").1, series).unwrap_or(0.0);
+    let asking: Vec<_> = (0..20)
+        .map(|_| {
+            let admin = admin.clone();
+            std::thread::spawn(move || post(&admin, "/reload").0)
+        })
+        .collect();
+    for asked in asking {
+        assert_eq!(asked.join().expect("a request"), 200);
+    }
+    let reloads = sample(&get(&admin, "/metrics").1, series).unwrap_or(0.0) - before;
+    eprintln!("20 concurrent reload requests: {reloads} reloads");
+    assert!(
+        (1.0..20.0).contains(&reloads),
+        "{reloads} reloads for 20 requests"
+    );
     assert_eq!(
         routes["version"], report["version"],
         "same files, same version"

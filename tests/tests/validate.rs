@@ -134,7 +134,7 @@ fn each_kind_of_error_is_named_with_its_place() {
             "plugin-missing",
             plugins::JSON_FILTER,
             "/nonexistent/filter.wasm",
-            "plugin file /nonexistent/filter.wasm does not exist",
+            "plugin file `/nonexistent/filter.wasm` does not exist",
         ),
         (
             "plugin-init",
@@ -143,7 +143,27 @@ fn each_kind_of_error_is_named_with_its_place() {
             "init failed: setting `op` = \"like\" is invalid",
         ),
     ];
-    for (name, from, to, expected) in cases {
+    let long_topic = "t".repeat(250);
+    let long_topic_line = format!("topic = \"{long_topic}\"");
+    let cases = [
+        cases,
+        &[
+            (
+                "topic-character",
+                "topic = \"orders.valid\"",
+                "topic = \"orders valid\"",
+                "8:37: output `valid`: topic `orders valid`: holds ' '; Kafka allows",
+            ),
+            (
+                "topic-length",
+                "topic = \"orders.valid\"",
+                long_topic_line.as_str(),
+                "is 250 characters long; Kafka's limit is 249",
+            ),
+        ],
+    ]
+    .concat();
+    for (name, from, to, expected) in &cases {
         assert!(good.contains(from), "{name}: base lacks {from}");
         let text = good.replacen(from, to, 1);
         let (code, err) = validate(&scratch, &format!("{name}.toml"), &text);

@@ -61,8 +61,25 @@ pub fn validate(
                 if k.topics.get_ref().is_empty() {
                     p(Located::on(&k.topics, format!("{what}: `topics` is empty")));
                 }
+                for topic in k.topics.get_ref() {
+                    if let Some(why) = bad_topic(topic) {
+                        p(Located::on(
+                            &k.topics,
+                            format!("{what}: topic {}: {why}", shown(topic)),
+                        ));
+                    }
+                }
                 if k.group.get_ref().trim().is_empty() {
                     p(Located::on(&k.group, format!("{what}: `group` is empty")));
+                } else if k.group.get_ref().len() > i16::MAX as usize {
+                    p(Located::on(
+                        &k.group,
+                        format!(
+                            "{what}: `group` is {} bytes; Kafka's limit is {}",
+                            k.group.get_ref().len(),
+                            i16::MAX
+                        ),
+                    ));
                 }
             }
             (None, Some(z)) => check_zmq(&what, z, true, &mut p),
@@ -78,8 +95,11 @@ pub fn validate(
             (Some(k), None) => {
                 let k = k.get_ref();
                 cluster_exists(&k.cluster, &what, &mut p);
-                if k.topic.get_ref().trim().is_empty() {
-                    p(Located::on(&k.topic, format!("{what}: `topic` is empty")));
+                if let Some(why) = bad_topic(k.topic.get_ref()) {
+                    p(Located::on(
+                        &k.topic,
+                        format!("{what}: topic {}: {why}", shown(k.topic.get_ref())),
+                    ));
                 }
             }
             (None, Some(z)) => check_zmq(&what, z, false, &mut p),
@@ -161,6 +181,37 @@ pub fn validate(
     problems
 }
 
+/// Why Kafka would refuse `topic` as a topic name, if it would: empty, longer than 249
+/// characters, `.` or `..`, or a character other than ASCII letters, digits, `.`, `_`, `-`.
+fn bad_topic(topic: &str) -> Option<String> {
+    if topic.is_empty() {
+        Some("is empty".to_owned())
+    } else if topic.len() > 249 {
+        Some(format!(
+            "is {} characters long; Kafka's limit is 249",
+            topic.len()
+        ))
+    } else if topic == "." || topic == ".." {
+        Some("cannot be `.` or `..`".to_owned())
+    } else {
+        topic
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            .map(|c| format!("holds {c:?}; Kafka allows ASCII letters, digits, `.`, `_` and `-`"))
+    }
+}
+
+/// A value for a message, in backticks, cut to its first 60 characters when it is longer.
+fn shown(value: &str) -> String {
+    const MAX: usize = 60;
+    if value.chars().count() <= MAX {
+        format!("`{value}`")
+    } else {
+        let head: String = value.chars().take(MAX).collect();
+        format!("`{head}…` ({} bytes)", value.len())
+    }
+}
+
 /// Why an output feeds an input, if it does: the same Kafka topic on the same cluster, or
 /// the same ZeroMQ endpoint.
 fn feeds_back(output: &super::OutputConfig, input: &super::InputConfig) -> Option<String> {
@@ -225,8 +276,8 @@ fn check_zmq(what: &str, z: &Spanned<ZmqEndpoint>, input: bool, p: &mut dyn FnMu
             p(Located::on(
                 endpoint,
                 format!(
-                    "{what}: `{}` is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH or inproc://NAME)",
-                    endpoint.get_ref()
+                    "{what}: {} is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH or inproc://NAME)",
+                    shown(endpoint.get_ref())
                 ),
             ));
         }
@@ -280,7 +331,10 @@ fn check_plugin(
     if !path.is_file() {
         p(Located::on(
             &r.path,
-            format!("{what}: plugin file {} does not exist", path.display()),
+            format!(
+                "{what}: plugin file {} does not exist",
+                shown(&path.display().to_string())
+            ),
         ));
         return;
     }
@@ -298,7 +352,7 @@ fn check_plugin(
             if let Err(e) = PluginInstance::new(compiled, r.settings()) {
                 p(Located::on(
                     &r.path,
-                    format!("{what}: plugin {}: {e}", r.path.get_ref()),
+                    format!("{what}: plugin {}: {e}", shown(r.path.get_ref())),
                 ));
             }
         }

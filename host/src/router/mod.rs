@@ -158,7 +158,28 @@ impl Router {
         let result = config::load_with(&self.path, lookup)
             .map_err(|e| ReloadError::Invalid(e.to_string()))
             .and_then(|(config, text)| self.plan(config, &text));
+        let running = self
+            .running
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         match result {
+            Ok(plan) if running.as_ref().is_some_and(|r| r.version == plan.version) => {
+                // The same file and plugins: the new set would be the running one.
+                drop(plan);
+                self.metrics.record_reload(true);
+                tracing::info!(
+                    trigger,
+                    "configuration and plugins unchanged; nothing to reload"
+                );
+                Ok(ReloadReport {
+                    unchanged: true,
+                    generation: self.generation,
+                    version: running.map(|r| r.version.clone()).unwrap_or_default(),
+                    took: started.elapsed(),
+                    ..ReloadReport::default()
+                })
+            }
             Ok(plan) => {
                 let report = self.apply(plan, started);
                 self.metrics.record_reload(true);
@@ -267,9 +288,15 @@ impl Router {
                 recv(stop) -> _ => break,
                 recv(requests) -> request => match request {
                     Ok(request) => {
-                        let outcome = self.reload(request.trigger);
-                        if let Some(reply) = request.reply {
-                            let _ = reply.send(outcome);
+                        // Requests that arrived meanwhile join this one: one reload reads
+                        // the files as they are now, for all of them.
+                        let mut waiting = vec![request];
+                        waiting.extend(requests.try_iter());
+                        let outcome = self.reload(waiting[0].trigger);
+                        for request in waiting {
+                            if let Some(reply) = request.reply {
+                                let _ = reply.send(outcome.clone());
+                            }
                         }
                     }
                     // Nothing can ask for a reload any more: wait for the rest.
