@@ -155,6 +155,8 @@ pub struct PluginStats {
     pub latency: Histogram,
     /// Failed calls and messages, by error kind.
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// The plugin's own counters (`counter(name, delta)` in the SDK), by name.
+    counters: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Default for PluginStats {
@@ -162,6 +164,7 @@ impl Default for PluginStats {
         PluginStats {
             latency: Histogram::new(&LATENCY_BOUNDS),
             errors: Mutex::default(),
+            counters: Mutex::default(),
         }
     }
 }
@@ -171,6 +174,14 @@ impl PluginStats {
     /// reading the result.
     pub fn observe_call(&self, took: Duration) {
         self.latency.observe(took.as_secs_f64());
+    }
+
+    /// Adds what the plugin added to its own counters.
+    pub fn add_counters(&self, deltas: Vec<(String, u64)>) {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, delta) in deltas {
+            *counters.entry(name).or_default() += delta;
+        }
     }
 
     /// Counts `n` messages failed with error `kind`.
@@ -409,6 +420,28 @@ impl Metrics {
                     "switchyard_plugin_errors_total{{route=\"{}\",plugin=\"{}\",kind=\"{kind}\"}} {n}",
                     escape(route),
                     escape(plugin)
+                );
+            }
+        }
+
+        header(
+            &mut out,
+            "switchyard_plugin_counter_total",
+            "The plugins' own counters (`counter(name, delta)` in the SDK), by name.",
+            "counter",
+        );
+        for ((route, plugin), stats) in &plugins {
+            let counters = stats
+                .counters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (name, n) in counters.iter() {
+                let _ = writeln!(
+                    out,
+                    "switchyard_plugin_counter_total{{route=\"{}\",plugin=\"{}\",name=\"{}\"}} {n}",
+                    escape(route),
+                    escape(plugin),
+                    escape(name)
                 );
             }
         }

@@ -613,6 +613,13 @@ dead_letter = "dead"
     );
     assert_eq!(value(&route("messages_failed_total")), 0.0);
     assert_eq!(value(&route("dead_letters_total")), expect_rejected as f64);
+    // The plugin's own counter: json_filter counts what it filters out.
+    assert_eq!(
+        value(
+            "switchyard_plugin_counter_total{route=\"big-orders\",plugin=\"json_filter\",name=\"filtered_out\"}"
+        ),
+        expect_dropped as f64
+    );
     // Every message is in exactly one batch.
     assert_eq!(value(&route("batch_size_sum")), 500.0);
     let calls = value(

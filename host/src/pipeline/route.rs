@@ -388,6 +388,10 @@ fn call<M: Incoming>(
     }
     let result = plugin.process_unless_all_pass(writer);
     stats.observe_call(started.elapsed());
+    let counted = plugin.take_counters();
+    if !counted.is_empty() {
+        stats.add_counters(counted);
+    }
     result
 }
 

@@ -70,6 +70,23 @@ impl PluginInstance {
         totals
     }
 
+    /// Takes what the plugin added to its counters since the last take (across rebuilt
+    /// instances), for the router's metrics. [`PluginInstance::counters`] then starts over.
+    pub fn take_counters(&mut self) -> Vec<(String, u64)> {
+        let mut taken: Vec<(String, u64)> =
+            std::mem::take(&mut self.counters).into_iter().collect();
+        if let Some(live) = &mut self.live {
+            let fresh = std::mem::take(&mut live.store.data_mut().counters);
+            for (name, value) in fresh {
+                match taken.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, total)) => *total += value,
+                    None => taken.push((name, value)),
+                }
+            }
+        }
+        taken
+    }
+
     /// Calls `process` with an encoded batch and returns one outcome per message.
     ///
     /// On failure the instance is discarded and a fresh one is built (with `init`) before
