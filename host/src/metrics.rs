@@ -296,7 +296,69 @@ fn get_or_default<K: Ord + Clone, V: Default>(map: &Mutex<BTreeMap<K, Arc<V>>>, 
     )
 }
 
+/// Counters a plan will use: the registered ones where they exist, new ones otherwise, which
+/// are registered only when the plan is applied ([`Metrics::register`]). A refused plan
+/// leaves no series behind.
+#[derive(Debug, Default)]
+pub struct Staged {
+    routes: Mutex<BTreeMap<String, Arc<RouteStats>>>,
+    plugins: Mutex<BTreeMap<(String, String), Arc<PluginStats>>>,
+    outputs: Mutex<BTreeMap<String, Arc<OutputStats>>>,
+}
+
+/// The registered value under `key`, else the staged one (made on first use).
+fn staged<K: Ord + Clone, V: Default>(
+    registered: &Mutex<BTreeMap<K, Arc<V>>>,
+    staged: &Mutex<BTreeMap<K, Arc<V>>>,
+    key: K,
+) -> Arc<V> {
+    if let Some(v) = registered
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return Arc::clone(v);
+    }
+    get_or_default(staged, &key)
+}
+
+/// Adds the staged values whose keys are not registered yet.
+fn adopt<K: Ord, V>(registered: &Mutex<BTreeMap<K, Arc<V>>>, staged: Mutex<BTreeMap<K, Arc<V>>>) {
+    let mut registered = registered.lock().unwrap_or_else(PoisonError::into_inner);
+    for (key, value) in staged.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        registered.entry(key).or_insert(value);
+    }
+}
+
+impl Staged {
+    /// The counters route `name` will use.
+    pub fn route(&self, metrics: &Metrics, name: &str) -> Arc<RouteStats> {
+        staged(&metrics.routes, &self.routes, name.to_owned())
+    }
+
+    /// The counters `plugin` of route `route` will use.
+    pub fn plugin(&self, metrics: &Metrics, route: &str, plugin: &str) -> Arc<PluginStats> {
+        staged(
+            &metrics.plugins,
+            &self.plugins,
+            (route.to_owned(), plugin.to_owned()),
+        )
+    }
+
+    /// The counters output `name` will use.
+    pub fn output(&self, metrics: &Metrics, name: &str) -> Arc<OutputStats> {
+        staged(&metrics.outputs, &self.outputs, name.to_owned())
+    }
+}
+
 impl Metrics {
+    /// Registers what a plan staged, now that it runs.
+    pub fn register(&self, staged: Staged) {
+        adopt(&self.routes, staged.routes);
+        adopt(&self.plugins, staged.plugins);
+        adopt(&self.outputs, staged.outputs);
+    }
+
     /// The counters of route `name`.
     pub fn route(&self, name: &str) -> Arc<RouteStats> {
         get_or_default(&self.routes, &name.to_owned())

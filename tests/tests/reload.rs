@@ -347,9 +347,12 @@ fn invalid_changes_leave_the_running_set_and_are_reported_three_ways(kind: Broke
     let mut delivered = flows_on_v1(&bootstrap, 0, 200, 0);
 
     let truncated = &tag_build(2)[..good_wasm.len() / 2];
-    let failing_init = good.replace(
-        r#"plugins = [{ path = "tag.wasm" }]"#,
-        &format!(r#"plugins = [{{ path = "{}" }}]"#, plugins::FAULT_INIT),
+    // A new route and output whose plugin refuses to start: nothing of them may stay.
+    let failing_init = format!(
+        "{good}\n[outputs.ghost]\nkafka = {{ cluster = \"main\", topic = \"ghost\" }}\n\
+         [[routes]]\nname = \"ghost\"\nfrom = [\"in\"]\nplugins = [{{ path = \"{}\" }}]\n\
+         to = [\"ghost\"]\n",
+        plugins::FAULT_INIT
     );
     // (what changes, the config text, the plugin bytes, what the report must say)
     let cases: Vec<(&str, String, &[u8], String)> = vec![
@@ -420,8 +423,13 @@ fn invalid_changes_leave_the_running_set_and_are_reported_three_ways(kind: Broke
             router.metric("switchyard_reloads_total{result=\"error\"}"),
             errors
         );
-        // 3. The running set still runs, unchanged.
+        // 3. The running set still runs, unchanged, and the refused plan left no series.
         assert!(router.proc.is_running());
+        let metrics = get(&router.admin, "/metrics").1;
+        assert!(
+            !metrics.contains("\"ghost\""),
+            "{what}: a refused reload left series behind:\n{metrics}"
+        );
         delivered = flows_on_v1(&bootstrap, 1000 * (i as u64 + 1), 100, delivered);
         // Put the good files back: that is a change too, and it applies.
         write_by_rename(&plugin, &good_wasm);
@@ -760,3 +768,80 @@ switchyard_tests::on_both_brokers!(
     metrics_routes_and_health_report_what_happened,
     memory_stays_flat_over_two_hundred_reloads,
 );
+
+/// The topics of a running embedded cluster.
+fn embedded_topics(bootstrap: &str) -> BTreeSet<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("metadata client");
+    client
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata")
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_refused_reload_creates_no_topic_in_the_embedded_cluster() {
+    let scratch = Scratch::new("reload-topics");
+    let base = format!(
+        r#"
+[reload]
+watch = "off"
+[kafka.main]
+bootstrap = "embedded"
+[inputs.in]
+kafka = {{ cluster = "main", topics = ["in"], group = "g" }}
+[outputs.out]
+kafka = {{ cluster = "main", topic = "out" }}
+[[routes]]
+name = "copy"
+from = ["in"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["out"]
+"#,
+        passthrough = plugins::PASSTHROUGH
+    );
+    let config = scratch.write("router.toml", &base);
+    let admin = format!("127.0.0.1:{}", free_port());
+    let router = Running::start(&config, scratch.path("router.log"), admin.clone());
+    let log = router.log_text();
+    let bootstrap = log
+        .lines()
+        .find(|l| l.contains("embedded Kafka cluster started"))
+        .and_then(|l| l.split("bootstrap=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no embedded bootstrap in the log:\n{log}"))
+        .to_owned();
+    assert!(embedded_topics(&bootstrap).contains("out"));
+
+    let adding = |route: &str, topic: &str, plugin: &str| {
+        format!(
+            "{base}\n[outputs.{route}]\nkafka = {{ cluster = \"main\", topic = \"{topic}\" }}\n\
+             [[routes]]\nname = \"{route}\"\nfrom = [\"in\"]\nplugins = [{{ path = \"{plugin}\" }}]\n\
+             to = [\"{route}\"]\n"
+        )
+    };
+    // Refused (the new plugin's init fails): its topic is not created.
+    std::fs::write(&config, adding("ghost", "ghost-topic", plugins::FAULT_INIT)).expect("write");
+    let (status, body) = post(&admin, "/reload");
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        !embedded_topics(&bootstrap).contains("ghost-topic"),
+        "a refused reload created its topic"
+    );
+    // Applied: its topic is created.
+    std::fs::write(
+        &config,
+        adding("later", "later-topic", plugins::PASSTHROUGH),
+    )
+    .expect("write");
+    let (status, body) = post(&admin, "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(embedded_topics(&bootstrap).contains("later-topic"));
+    router.stop();
+}

@@ -32,12 +32,16 @@ impl Router {
             config,
             version,
             new_embedded,
+            topics,
+            staged,
             outputs,
             opened,
             inputs,
             routes,
         } = plan;
         self.embedded.extend(new_embedded);
+        self.metrics.register(staged);
+        self.create_topics(topics);
         let mut report = ReloadReport {
             outputs_opened: opened,
             ..ReloadReport::default()
@@ -54,6 +58,18 @@ impl Router {
         self.publish(config, version, routes, &mut report);
         report.took = started.elapsed();
         report
+    }
+
+    /// Before the steps: the topics the new set uses are created in the embedded clusters
+    /// that run already (the plan created them in the clusters it started).
+    fn create_topics(&self, topics: Vec<(String, String, u32)>) {
+        for (cluster, topic, partitions) in topics {
+            if let Some(mock) = self.embedded.get(&cluster)
+                && let Err(e) = mock.create_topic(&topic, partitions)
+            {
+                tracing::error!(cluster = %cluster, topic = %topic, "cannot create topic: {e:#}");
+            }
+        }
     }
 
     /// Step 1: inputs that were removed, or whose definition changed, stop: they finish

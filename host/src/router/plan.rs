@@ -19,6 +19,7 @@ use crate::config::resolved::{InputKind, KafkaClient, OutputKind};
 use crate::config::{self, ConfigFile, validate::limits};
 use crate::control::ReloadError;
 use crate::kafka::{self, EmbeddedCluster};
+use crate::metrics::Staged;
 use crate::pipeline::{RouteRunner, RouteSpec, Sink};
 use crate::plugin::{CompiledPlugin, PluginInstance};
 use crate::state::{PluginInfo, RouteInfo};
@@ -42,8 +43,14 @@ pub(super) struct Plan {
     pub config: ConfigFile,
     /// A hash of the file's text and every plugin's bytes.
     pub version: String,
-    /// Embedded clusters the plan started; the router owns them once it is applied.
+    /// Embedded clusters the plan started (their topics created); the router owns them
+    /// once it is applied.
     pub new_embedded: Vec<(String, EmbeddedCluster)>,
+    /// Topics to create in embedded clusters that run already, when the plan is applied:
+    /// (cluster, topic, partitions).
+    pub topics: Vec<(String, String, u32)>,
+    /// The counters the plan uses that are not registered yet.
+    pub staged: Staged,
     /// Every output, by name.
     pub outputs: BTreeMap<String, OpenOutput>,
     /// The outputs the plan opened (the others it shares with the running set).
@@ -54,10 +61,12 @@ pub(super) struct Plan {
     pub routes: Vec<RouteInfo>,
 }
 
-/// Every cluster with its clients' settings, and the embedded clusters a plan started.
+/// Every cluster with its clients' settings, the embedded clusters a plan started, and the
+/// topics to create in running ones.
 type Clusters = (
     BTreeMap<String, KafkaClient>,
     Vec<(String, EmbeddedCluster)>,
+    Vec<(String, String, u32)>,
 );
 
 /// Plugins compiled for a plan, by (route index, plugin index).
@@ -67,8 +76,10 @@ type Compiled = HashMap<(usize, usize), CompiledPlugin>;
 pub(super) struct Planner<'a> {
     router: &'a Router,
     config: &'a ConfigFile,
-    /// The configuration file's directory, which plugin paths are relative to.
+    /// The directory plugin paths are relative to.
     base_dir: PathBuf,
+    /// The counters the plan uses, registered only if it is applied.
+    staged: Staged,
 }
 
 impl Router {
@@ -95,20 +106,32 @@ impl Router {
             router: self,
             config: &config,
             base_dir,
+            staged: Staged::default(),
         };
         let build = || -> anyhow::Result<_> {
-            let (clusters, new_embedded) = planner.clusters()?;
+            let (clusters, new_embedded, topics) = planner.clusters()?;
             let (outputs, opened) = planner.outputs(&clusters)?;
             let (compiled, routes, version) = planner.compile(text)?;
             let inputs = planner.runners(&clusters, &outputs, &compiled)?;
-            Ok((new_embedded, outputs, opened, routes, version, inputs))
+            Ok((
+                new_embedded,
+                topics,
+                outputs,
+                opened,
+                routes,
+                version,
+                inputs,
+            ))
         };
-        let (new_embedded, outputs, opened, routes, version, inputs) =
+        let (new_embedded, topics, outputs, opened, routes, version, inputs) =
             build().map_err(|e| ReloadError::Build(format!("{e:#}")))?;
+        let staged = planner.staged;
         Ok(Plan {
             config,
             version,
             new_embedded,
+            topics,
+            staged,
             outputs,
             opened,
             inputs,
@@ -119,28 +142,34 @@ impl Router {
 
 impl Planner<'_> {
     /// Phase 1: every `[kafka.NAME]` with the address its clients use. An embedded cluster
-    /// the router does not run yet is started (and owned by the plan); the topics the file
-    /// uses are created in it.
+    /// the router does not run yet is started (and owned by the plan) with the topics the
+    /// file uses; for one that runs, the topics are listed for [`Router::apply`] to create.
     fn clusters(&self) -> anyhow::Result<Clusters> {
         let mut clusters = BTreeMap::new();
         let mut new_embedded = Vec::new();
+        let mut to_create = Vec::new();
         for (name, cluster) in &self.config.kafka {
             let cluster = cluster.get_ref();
             let address = cluster.bootstrap.get_ref();
             let bootstrap = if address == "embedded" {
-                let create_topics = |mock: &EmbeddedCluster| -> anyhow::Result<String> {
-                    for (topic, partitions) in topics_of(self.config, name) {
+                let topics = topics_of(self.config, name)
+                    .into_iter()
+                    .map(|(topic, partitions)| {
                         let partitions = cluster.topics.get(&topic).copied().unwrap_or(partitions);
-                        mock.create_topic(&topic, partitions)?;
-                    }
-                    Ok(mock.bootstrap())
-                };
+                        (topic, partitions)
+                    });
                 match self.router.embedded.get(name) {
-                    Some(mock) => create_topics(mock)?,
+                    Some(mock) => {
+                        to_create.extend(topics.map(|(t, p)| (name.clone(), t, p)));
+                        mock.bootstrap()
+                    }
                     None => {
                         let mock = EmbeddedCluster::start(1)?;
                         tracing::info!(cluster = %name, bootstrap = %mock.bootstrap(), "embedded Kafka cluster started (for development and tests)");
-                        let bootstrap = create_topics(&mock)?;
+                        for (topic, partitions) in topics {
+                            mock.create_topic(&topic, partitions)?;
+                        }
+                        let bootstrap = mock.bootstrap();
                         new_embedded.push((name.clone(), mock));
                         bootstrap
                     }
@@ -162,7 +191,7 @@ impl Planner<'_> {
                 },
             );
         }
-        Ok((clusters, new_embedded))
+        Ok((clusters, new_embedded, to_create))
     }
 
     /// Phase 2: every output. One the running set has with the same resolved kind is
@@ -184,10 +213,11 @@ impl Planner<'_> {
             }
             let sink = match &kind {
                 OutputKind::Kafka { client, topic } => {
-                    kafka::open_sink(name, client, topic, self.router.metrics.output(name))?
+                    let stats = self.staged.output(&self.router.metrics, name);
+                    kafka::open_sink(name, client, topic, stats)?
                 }
                 OutputKind::Zmq(endpoint) => {
-                    let stats = self.router.metrics.output(name);
+                    let stats = self.staged.output(&self.router.metrics, name);
                     let sink = zmq::open_sink(&self.router.zmq, name, endpoint, stats);
                     if self.router.outputs.contains_key(name) {
                         sink.context(format!(
@@ -278,7 +308,7 @@ impl Planner<'_> {
                         .map(|(d, o)| (d.clone(), sink(o.get_ref())))
                         .collect(),
                     dead_letter: route.dead_letter.as_ref().map(|o| sink(o.get_ref())),
-                    stats: metrics.route(route.name.get_ref()),
+                    stats: self.staged.route(metrics, route.name.get_ref()),
                 };
                 let chain = if self.router.options.native_identity {
                     &[][..]
@@ -289,7 +319,9 @@ impl Planner<'_> {
                 for (p, plugin) in chain.iter().enumerate() {
                     let plugin = plugin.get_ref();
                     let loaded = compiled[&(r, p)].clone();
-                    let stats = metrics.plugin(route.name.get_ref(), loaded.name());
+                    let stats = self
+                        .staged
+                        .plugin(metrics, route.name.get_ref(), loaded.name());
                     let instance =
                         PluginInstance::new(loaded, plugin.settings()).with_context(|| {
                             format!(
