@@ -2,7 +2,7 @@
 //! components.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -36,12 +36,40 @@ impl Default for RuntimeOptions {
 const HOST_INTERFACE: &str = "switchyard:plugin/host@";
 const WASI_PREFIX: &str = "wasi:";
 
+/// How many distinct components the runtime keeps compiled for the next load.
+const CACHED_COMPONENTS: usize = 64;
+
+/// Compiled components by the SHA-256 of their bytes, most recently used last: a plugin
+/// named by 2 000 routes, or loaded again by a reload, is compiled once.
+#[derive(Default)]
+struct ComponentCache {
+    entries: Vec<([u8; 32], Component, Duration)>,
+}
+
+impl ComponentCache {
+    fn get(&mut self, hash: &[u8; 32]) -> Option<(Component, Duration)> {
+        let at = self.entries.iter().position(|(h, _, _)| h == hash)?;
+        let entry = self.entries.remove(at);
+        let found = (entry.1.clone(), entry.2);
+        self.entries.push(entry);
+        Some(found)
+    }
+
+    fn put(&mut self, hash: [u8; 32], component: Component, compile_time: Duration) {
+        if self.entries.len() >= CACHED_COMPONENTS {
+            self.entries.remove(0);
+        }
+        self.entries.push((hash, component, compile_time));
+    }
+}
+
 /// One wasmtime engine for every plugin of the process, with its linker.
 #[derive(Clone)]
 pub struct PluginRuntime {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
     options: RuntimeOptions,
+    cache: Arc<Mutex<ComponentCache>>,
 }
 
 impl PluginRuntime {
@@ -78,6 +106,7 @@ impl PluginRuntime {
             engine,
             linker: Arc::new(linker),
             options,
+            cache: Arc::default(),
         })
     }
 
@@ -109,12 +138,29 @@ impl PluginRuntime {
         bytes: &[u8],
         limits: PluginLimits,
     ) -> Result<CompiledPlugin, PluginError> {
-        let started = Instant::now();
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
-            path: path.to_owned(),
-            message: format!("{e:#}"),
-        })?;
-        let compile_time = started.elapsed();
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&digest);
+        let (component, compile_time) = match cached {
+            Some(found) => found,
+            None => {
+                let started = Instant::now();
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+                        path: path.to_owned(),
+                        message: format!("{e:#}"),
+                    })?;
+                let compile_time = started.elapsed();
+                self.cache
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .put(digest, component.clone(), compile_time);
+                (component, compile_time)
+            }
+        };
 
         let component_type = component.component_type();
         for (name, _) in component_type.imports(&self.engine) {
@@ -138,10 +184,7 @@ impl PluginRuntime {
             message: format!("it does not export `switchyard:plugin/handler@0.1.0`: {e:#}"),
         })?;
 
-        let hash = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = digest.iter().map(|b| format!("{b:02x}")).collect();
         Ok(CompiledPlugin(Arc::new(Compiled {
             engine: self.engine.clone(),
             pre,
