@@ -225,3 +225,92 @@ fn a_variables_value_arrives_as_text_and_cannot_add_structure() {
         "{stderr}"
     );
 }
+
+#[test]
+fn validate_and_run_refuse_the_same_files_with_the_same_words() {
+    let scratch = Scratch::new("validate-agree");
+    let good = base(plugins::JSON_FILTER);
+    let cluster = "bootstrap = \"embedded\"";
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "unknown-option",
+            good.replacen(
+                cluster,
+                &format!("{cluster}\noptions = {{ \"no.such.option\" = \"1\" }}"),
+                1,
+            ),
+            "3:32: kafka cluster `main`: option `no.such.option`",
+        ),
+        (
+            "bad-value",
+            good.replacen(
+                cluster,
+                &format!("{cluster}\noptions = {{ \"linger.ms\" = \"soon\" }}"),
+                1,
+            ),
+            "3:27: kafka cluster `main`: option `linger.ms`",
+        ),
+        (
+            "refused-combination",
+            good.replacen(
+                cluster,
+                &format!("{cluster}\noptions = {{ \"acks\" = \"1\" }}"),
+                1,
+            ),
+            "librdkafka refuses these options for a producer",
+        ),
+        (
+            "admin-address",
+            format!("[admin]\nlisten = \"nonsense\"\n{good}"),
+            "2:10: [admin] `listen`: `nonsense` is not an address to listen on",
+        ),
+        (
+            "timeout",
+            good.replacen(
+                "op = \"exists\" }",
+                "op = \"exists\" }, timeout_ms = 9223372036854775807",
+                1,
+            ),
+            "`timeout_ms` must be from 1 to 600000",
+        ),
+        (
+            "memory",
+            good.replacen(
+                "op = \"exists\" }",
+                "op = \"exists\" }, memory_mb = 100000",
+                1,
+            ),
+            "`memory_mb` must be from 1 to 4096",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        assert_ne!(text, &good, "{name}: the case changes nothing");
+        let file = scratch.write(&format!("{name}.toml"), text);
+        let validated = Command::new(switchyard_bin())
+            .arg("validate")
+            .arg(&file)
+            .output()
+            .expect("run validate");
+        let said = String::from_utf8_lossy(&validated.stderr);
+        assert_eq!(
+            validated.status.code(),
+            Some(1),
+            "{name}: validate passed it:\n{said}"
+        );
+        assert!(said.contains(expected), "{name}: validate says\n{said}");
+
+        let ran = Command::new(switchyard_bin())
+            .arg("run")
+            .arg(&file)
+            .env("SWITCHYARD_ADMIN_LISTEN", "127.0.0.1:0")
+            .output()
+            .expect("run switchyard run");
+        let said = String::from_utf8_lossy(&ran.stderr);
+        assert!(!ran.status.success(), "{name}: run accepted it:\n{said}");
+        assert!(said.contains(expected), "{name}: run says\n{said}");
+        assert!(
+            !said.contains("switchyard running"),
+            "{name}: run started:\n{said}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ pub(super) fn run(file: &Path) -> anyhow::Result<ExitCode> {
     };
     let runtime = PluginRuntime::new(RuntimeOptions::default())?;
     let base = parsed.plugin_base(file);
-    let problems = config::validate(&parsed, &base, Some(&runtime));
+    let problems = crate::router::check(&parsed, &base, Some(&runtime));
     if !problems.is_empty() {
         eprintln!("{}", config::error(file, &text, problems));
         return Ok(ExitCode::FAILURE);

@@ -11,6 +11,11 @@ use toml::Spanned;
 use super::{ConfigFile, Located, PluginRef, ZmqEndpoint};
 use crate::plugin::{PluginInstance, PluginLimits, PluginRuntime};
 
+/// The longest deadline a plugin call may be given: 10 minutes.
+const MAX_TIMEOUT_MS: u64 = 600_000;
+/// The most memory a plugin may be given: 4 GiB, all a 32-bit WebAssembly memory can address.
+const MAX_MEMORY_MB: usize = 4096;
+
 /// Checks everything a run would, short of connecting. Plugins are loaded and initialised
 /// when `runtime` is given; plugin paths are resolved against `base_dir` (from
 /// [`ConfigFile::plugin_base`]).
@@ -28,6 +33,18 @@ pub fn validate(
         p(Located::on(
             dir,
             format!("`plugin_dir`: {} is not a directory", base_dir.display()),
+        ));
+    }
+
+    let listen = config.admin.listen.get_ref();
+    if !listen.trim().is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+        p(Located::on(
+            &config.admin.listen,
+            format!(
+                "[admin] `listen`: {} is not an address to listen on (IP:PORT, such as \
+                 127.0.0.1:9464; \"\" turns the endpoint off)",
+                shown(listen)
+            ),
         ));
     }
 
@@ -338,10 +355,22 @@ fn check_plugin(
         ));
         return;
     }
-    if r.timeout_ms == Some(0) {
+    if r.timeout_ms
+        .is_some_and(|t| !(1..=MAX_TIMEOUT_MS).contains(&t))
+    {
         p(Located::on(
             plugin,
-            format!("{what}: `timeout_ms` must be more than 0"),
+            format!("{what}: `timeout_ms` must be from 1 to {MAX_TIMEOUT_MS} (10 minutes)"),
+        ));
+    }
+    if r.memory_mb
+        .is_some_and(|m| !(1..=MAX_MEMORY_MB).contains(&m))
+    {
+        p(Located::on(
+            plugin,
+            format!(
+                "{what}: `memory_mb` must be from 1 to {MAX_MEMORY_MB} (a 32-bit plugin's whole address space)"
+            ),
         ));
     }
     let Some(runtime) = runtime else { return };

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use rdkafka::ClientConfig;
 
 use crate::config::resolved::KafkaClient;
+use crate::config::{ConfigFile, Located};
 use crate::metrics::{InputStats, OutputStats};
 use crate::pipeline::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, RouteRunner, Sink};
 
@@ -110,6 +111,54 @@ pub fn producer_config(bootstrap: &str, options: &BTreeMap<String, String>) -> C
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5");
     with_options(config, options)
+}
+
+/// What librdkafka itself refuses in each `[kafka.NAME]`'s `options`, with the place of the
+/// offending key: the settings of a consumer and of a producer are built as `run` builds
+/// them, and a client of each is created (and dropped at once, never connected), so an
+/// unknown key, a bad value and a refused combination are all found before a run.
+pub fn check_clusters(config: &ConfigFile) -> Vec<Located> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::error::KafkaError;
+    use rdkafka::producer::BaseProducer;
+
+    let mut problems = Vec::new();
+    for (name, cluster) in &config.kafka {
+        let spanned = &cluster.get_ref().options;
+        let options: BTreeMap<String, String> = spanned
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+            .collect();
+        // Never contacted: the client is dropped as soon as it exists.
+        let bootstrap = "127.0.0.1:9";
+        let consumer = consumer_config(bootstrap, "switchyard-validate", &options);
+        let producer = producer_config(bootstrap, &options);
+        let refused = |role: &str, e: KafkaError| match &e {
+            KafkaError::ClientConfig(_, description, key, _) => match spanned.get(key) {
+                Some(value) => Located::on(
+                    value,
+                    format!("kafka cluster `{name}`: option `{key}`: {description}"),
+                ),
+                None => Located::on(
+                    cluster,
+                    format!("kafka cluster `{name}`: the {role}'s `{key}`: {description}"),
+                ),
+            },
+            other => Located::on(
+                cluster,
+                format!(
+                    "kafka cluster `{name}`: librdkafka refuses these options for a {role}: {other}"
+                ),
+            ),
+        };
+        if let Err(e) = consumer.create::<BaseConsumer>() {
+            problems.push(refused("consumer", e));
+        }
+        if let Err(e) = producer.create::<BaseProducer>() {
+            problems.push(refused("producer", e));
+        }
+    }
+    problems
 }
 
 fn with_options(mut config: ClientConfig, options: &BTreeMap<String, String>) -> ClientConfig {

@@ -112,7 +112,7 @@ impl SourceContext {
         };
         match (problem, self.stats.has_problem("cluster")) {
             (Some(problem), false) => {
-                tracing::warn!(input = %self.input, "{problem}; waiting for it");
+                tracing::warn!("{problem}; waiting for it");
                 *self
                     .cluster_down_since
                     .lock()
@@ -129,7 +129,7 @@ impl SourceContext {
                     .unwrap_or_else(PoisonError::into_inner)
                     .take();
                 let after_s = since.map_or(0, |t| t.elapsed().as_secs());
-                tracing::info!(input = %self.input, after_s, "the cluster answers again");
+                tracing::info!(after_s, "the cluster answers again");
                 self.stats.set_problem("cluster", None);
             }
             (None, false) => {}
@@ -154,13 +154,13 @@ impl ConsumerContext for SourceContext {
             drain(&trackers, deadline, &mut || {});
             store(consumer, &self.trackers, &self.input);
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                tracing::debug!(input = %self.input, error = %e, "commit on revoke");
+                tracing::debug!(error = %e, "commit on revoke");
             }
             let mut all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
             for key in &revoked {
                 all.remove(key);
             }
-            tracing::info!(input = %self.input, partitions = revoked.len(), "partitions revoked");
+            tracing::info!(partitions = revoked.len(), "partitions revoked");
         }
     }
 
@@ -171,9 +171,9 @@ impl ConsumerContext for SourceContext {
     ) {
         match result {
             Ok(()) => {
-                tracing::debug!(input = %self.input, partitions = offsets.count(), "offsets committed")
+                tracing::debug!(partitions = offsets.count(), "offsets committed")
             }
-            Err(e) => tracing::warn!(input = %self.input, error = %e, "offset commit failed"),
+            Err(e) => tracing::warn!(error = %e, "offset commit failed"),
         }
     }
 
@@ -181,7 +181,7 @@ impl ConsumerContext for SourceContext {
         if let Rebalance::Assign(partitions) = rebalance {
             self.stats.assignments.fetch_add(1, Ordering::Relaxed);
             self.stats.ready.store(true, Ordering::Relaxed);
-            tracing::info!(input = %self.input, partitions = partitions.count(), "partitions assigned");
+            tracing::info!(partitions = partitions.count(), "partitions assigned");
             self.assigned.store(true, Ordering::Release);
         }
     }
@@ -278,7 +278,7 @@ impl KafkaSource {
                 Some(Err(KafkaError::MessageConsumption(
                     RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
                 ))) => self.check_topics(),
-                Some(Err(e)) => tracing::warn!(input = %self.name, error = %e, "consumer error"),
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => break,
             }
             timeout = Duration::ZERO;
@@ -299,7 +299,7 @@ impl KafkaSource {
                         .collect();
                     polled.retain(|m| owned.contains(&(m.topic().to_owned(), m.partition())));
                 }
-                Err(e) => tracing::warn!(input = %self.name, error = %e, "reading the assignment"),
+                Err(e) => tracing::warn!(error = %e, "reading the assignment"),
             }
         }
         // Consecutive messages of one partition form a run that shares one acknowledgement
@@ -355,7 +355,7 @@ impl KafkaSource {
         let context = self.consumer.context();
         if missing.is_empty() {
             if let Some(was) = context.stats.set_problem("topics", None) {
-                tracing::info!(input = %self.name, was = %was, "subscribed topics exist now");
+                tracing::info!(was = %was, "subscribed topics exist now");
             }
             return;
         }
@@ -371,7 +371,7 @@ impl KafkaSource {
             .as_ref()
             != Some(&problem)
         {
-            tracing::warn!(input = %self.name, "{problem}");
+            tracing::warn!("{problem}");
         }
     }
 
@@ -403,7 +403,7 @@ impl KafkaSource {
         drain(&trackers, deadline, &mut settle);
         self.store_progress();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(input = %self.name, error = %e, "final commit");
+            tracing::debug!(error = %e, "final commit");
         }
         self.consumer.unsubscribe();
     }

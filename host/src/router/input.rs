@@ -78,6 +78,8 @@ impl Spawn<'_> {
                 .name(format!("input-{name}"))
                 .spawn(move || {
                     let _notice = notice;
+                    // Every line the thread logs (its source's included) names the input.
+                    let _span = tracing::info_span!("input", input = %name).entered();
                     let control = InputControl::new(control);
                     let result = match &kind {
                         InputKind::Kafka {
@@ -92,7 +94,7 @@ impl Spawn<'_> {
                         }
                     };
                     if result.is_ok() {
-                        tracing::info!(input = %name, "input drained");
+                        tracing::info!("input drained");
                     }
                     result
                 })?

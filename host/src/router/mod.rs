@@ -41,6 +41,20 @@ use crate::plugin::{PluginRuntime, RuntimeOptions};
 use crate::shutdown::Shutdown;
 use crate::state::{Published, RouterHandle};
 
+/// Every problem of a configuration that `run` would meet before it connects anywhere: the
+/// file's own checks ([`config::validate`], plugins loaded and initialised when `runtime` is
+/// given) and librdkafka's refusals of each cluster's options. `validate` and every start
+/// and reload go through this one check, so they agree.
+pub fn check(
+    config: &ConfigFile,
+    base_dir: &Path,
+    runtime: Option<&PluginRuntime>,
+) -> Vec<config::Located> {
+    let mut problems = config::validate(config, base_dir, runtime);
+    problems.extend(crate::kafka::check_clusters(config));
+    problems
+}
+
 /// How a router runs, beyond its file.
 #[derive(Debug, Clone, Default)]
 pub struct RouterOptions {

@@ -88,7 +88,7 @@ impl Router {
     /// per input thread, every `init` run.
     pub(super) fn plan(&self, config: ConfigFile, text: &str) -> Result<Plan, ReloadError> {
         let base_dir = config.plugin_base(&self.path);
-        let problems = config::validate(&config, &base_dir, None);
+        let problems = super::check(&config, &base_dir, None);
         if !problems.is_empty() {
             return Err(ReloadError::Invalid(
                 config::error(&self.path, text, problems).to_string(),

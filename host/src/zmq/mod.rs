@@ -156,9 +156,12 @@ fn set_xpub_nodrop(socket: &mut zmq::Socket) -> anyhow::Result<()> {
         )
     };
     if rc != 0 {
+        // SAFETY: zmq_errno reads libzmq's thread-local error number; it takes no
+        // arguments and has no preconditions.
+        let errno = unsafe { zmq_sys::zmq_errno() };
         anyhow::bail!(
             "cannot set ZMQ_XPUB_NODROP: {}",
-            zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() })
+            zmq::Error::from_raw(errno)
         );
     }
     Ok(())

@@ -61,7 +61,6 @@ impl Incoming for ZmqRecord {
 /// Receives from one socket, on the input's own thread: no thread hop between the socket
 /// and the plugin chain.
 pub struct ZmqSource {
-    name: String,
     socket: Option<zmq::Socket>,
     endpoint: Arc<str>,
     kind: ZmqSocketType,
@@ -73,7 +72,6 @@ impl ZmqSource {
     pub fn start(ctx: &zmq::Context, name: &str, config: &ZmqEndpoint) -> anyhow::Result<Self> {
         let socket = super::open_socket(ctx, &format!("input `{name}`"), config)?;
         Ok(ZmqSource {
-            name: name.to_owned(),
             socket: Some(socket),
             endpoint: super::endpoint_label(config).into(),
             kind: *config.socket.get_ref(),
@@ -93,7 +91,7 @@ impl ZmqSource {
             Ok(n) if n > 0 => {}
             Ok(_) => return batch,
             Err(e) => {
-                tracing::error!(input = %self.name, "poll failed: {e}");
+                tracing::error!("poll failed: {e}");
                 return batch;
             }
         }
@@ -103,13 +101,13 @@ impl ZmqSource {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
-                    tracing::error!(input = %self.name, "receive failed: {e}");
+                    tracing::error!("receive failed: {e}");
                     break;
                 }
             }
             match decode(&mut frames, self.kind, self.envelope, &self.endpoint) {
                 Ok(record) => batch.push(record),
-                Err(e) => tracing::warn!(input = %self.name, "message skipped: {e}"),
+                Err(e) => tracing::warn!("message skipped: {e}"),
             }
         }
         batch
