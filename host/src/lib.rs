@@ -11,7 +11,7 @@
 //! | [`pipeline`] | one input's thread: batches through each route's plugin chain to its sinks, acknowledgements |
 //! | [`kafka`], [`zmq`] | the transports: each offers `run_input` (the thread's loop) and `open_sink` |
 //! | [`plugin`] | wasmtime: compiling, instantiating and calling plugins, the host interface they import |
-//! | [`metrics`] | every counter and its Prometheus rendering; imports nothing of the router |
+//! | [`metrics`] | every counter, the counters a plan stages, the Prometheus rendering; imports nothing of the router |
 //! | [`state`] | what others may read of the running set: [`state::RouterHandle`] |
 //! | [`control`] | reload requests, reports and errors, spoken by the router, the watcher and the admin endpoint |
 //! | [`reload`] | what asks for a reload: SIGHUP and the file watcher |
