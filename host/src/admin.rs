@@ -54,6 +54,9 @@ pub fn start(
         .with_state(AdminState { router, requests });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        // Timers too: the server backs off with a sleep when `accept` fails (out of file
+        // descriptors, for example) instead of ending.
+        .enable_time()
         .build()
         .context("admin endpoint: cannot start its runtime")?;
     std::thread::Builder::new()

@@ -441,3 +441,58 @@ fn a_blocking_pub_output_waits_for_a_slow_subscriber() {
     assert_eq!(got.len(), want.len(), "lost {}", want.len() - got.len());
     assert_eq!(got, want);
 }
+
+#[test]
+fn garbage_from_a_peer_is_counted_not_logged_line_by_line() {
+    let (in_port, out_port) = (free_port(), free_port());
+    let scratch = Scratch::new("zmq-garbage");
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[inputs.feed]
+zmq = {{ socket = "pull", bind = "tcp://127.0.0.1:{in_port}" }}
+[outputs.out]
+zmq = {{ socket = "push", bind = "tcp://127.0.0.1:{out_port}" }}
+[[routes]]
+name = "relay"
+from = ["feed"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["out"]
+"#,
+            passthrough = plugins::PASSTHROUGH
+        ),
+    );
+    let log = scratch.path("router.log");
+    let proc = router(&cfg, &log);
+    let ctx = zmq::Context::new();
+    let push = zmq_connect(&ctx, zmq::PUSH, in_port);
+    let pull = zmq_connect(&ctx, zmq::PULL, out_port);
+    // An envelope sent to an input that does not expect one is malformed there.
+    for i in 0..2000 {
+        let payload = format!("g{i}");
+        let frames: [&[u8]; 5] = [
+            b"switchyard-envelope-1",
+            b"k",
+            b"\0",
+            b"\0\0\0\0",
+            payload.as_bytes(),
+        ];
+        push.send_multipart(frames, 0).expect("send garbage");
+    }
+    push.send("good", 0).expect("send");
+    let got = receive(&pull, 1);
+    assert_eq!(
+        got.len(),
+        1,
+        "the good message after the garbage did not arrive"
+    );
+    assert_eq!(got[0][0], b"good");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines = text.matches("malformed message").count();
+    assert!(
+        (1..=2).contains(&lines),
+        "{lines} lines for 2 000 malformed messages:\n{text}"
+    );
+    stop(proc);
+}

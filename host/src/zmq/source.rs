@@ -61,6 +61,8 @@ impl Incoming for ZmqRecord {
 /// Receives from one socket, on the input's own thread: no thread hop between the socket
 /// and the plugin chain.
 pub struct ZmqSource {
+    /// Malformed messages skipped since the last warning.
+    skips: Skips,
     socket: Option<zmq::Socket>,
     endpoint: Arc<str>,
     kind: ZmqSocketType,
@@ -72,6 +74,7 @@ impl ZmqSource {
     pub fn start(ctx: &zmq::Context, name: &str, config: &ZmqEndpoint) -> anyhow::Result<Self> {
         let socket = super::open_socket(ctx, &format!("input `{name}`"), config)?;
         Ok(ZmqSource {
+            skips: Skips::default(),
             socket: Some(socket),
             endpoint: super::endpoint_label(config).into(),
             kind: *config.socket.get_ref(),
@@ -81,7 +84,7 @@ impl ZmqSource {
 
     /// Waits up to `wait` for a first message, then takes what else libzmq has queued, up
     /// to `max`.
-    pub fn recv_batch(&self, max: usize, wait: Duration) -> Vec<ZmqRecord> {
+    pub fn recv_batch(&mut self, max: usize, wait: Duration) -> Vec<ZmqRecord> {
         let mut batch = Vec::new();
         let Some(socket) = &self.socket else {
             return batch;
@@ -107,7 +110,7 @@ impl ZmqSource {
             }
             match decode(&mut frames, self.kind, self.envelope, &self.endpoint) {
                 Ok(record) => batch.push(record),
-                Err(e) => tracing::warn!("message skipped: {e}"),
+                Err(e) => self.skips.skipped(e.to_string()),
             }
         }
         batch
@@ -117,6 +120,48 @@ impl ZmqSource {
     /// gone (a ZeroMQ input is at-most-once).
     pub fn stop_receiving(&mut self) {
         self.socket = None;
+    }
+}
+
+/// How often a ZeroMQ input reports the malformed messages it skipped.
+const SKIPS_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Malformed messages skipped: the first is reported at once, the next ones once per
+/// [`SKIPS_REPORT_EVERY`] with their count and the last reason, so a peer sending garbage
+/// cannot flood the log.
+#[derive(Debug, Default)]
+struct Skips {
+    reported: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl Skips {
+    fn skipped(&mut self, reason: String) {
+        self.count += 1;
+        if self
+            .reported
+            .is_none_or(|at| at.elapsed() >= SKIPS_REPORT_EVERY)
+        {
+            tracing::warn!(
+                skipped = self.count,
+                "malformed message skipped: {reason} (the next are counted and reported at most \
+                 every {} s)",
+                SKIPS_REPORT_EVERY.as_secs()
+            );
+            self.count = 0;
+            self.reported = Some(std::time::Instant::now());
+        }
+    }
+}
+
+impl Drop for Skips {
+    fn drop(&mut self) {
+        if self.count > 0 {
+            tracing::warn!(
+                skipped = self.count,
+                "malformed messages skipped since the last report"
+            );
+        }
     }
 }
 
