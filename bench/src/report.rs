@@ -150,6 +150,10 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
     for (a, b, what, target, label) in pairs {
         for &size in &sizes {
             let values = ratios(r, a, b, size);
+            // A pair not measured at this size (Apache Kafka runs two sizes) has no row.
+            if values.is_empty() {
+                continue;
+            }
             let m = median(&values);
             rows.push(Ratio {
                 what: what.to_owned(),
@@ -163,6 +167,9 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
     }
     for &size in &sizes {
         let values = cpu_ratios(r, "router-kafka@apache", "kafka-native@apache", size);
+        if values.is_empty() {
+            continue;
+        }
         let m = median(&values);
         rows.push(Ratio {
             what: "router-kafka / kafka-native on Apache Kafka, CPU per message".to_owned(),
