@@ -110,6 +110,12 @@ pub struct ConfigFile {
     /// directory (default: the file's directory).
     #[serde(default)]
     pub plugin_dir: Option<Spanned<String>>,
+    /// A name for this router that stays the same across its restarts (a StatefulSet pod's
+    /// `${HOSTNAME}`, for example). With it, each Kafka input is a static member of its group
+    /// (`group.instance.id` = `INSTANCE.INPUT`), so a restarted router takes its partitions
+    /// back at once instead of waiting for its predecessor's session to expire.
+    #[serde(default)]
+    pub instance_id: Option<Spanned<String>>,
     /// The admin HTTP endpoint.
     #[serde(default)]
     pub admin: AdminConfig,

@@ -30,6 +30,9 @@ pub enum InputKind {
         topics: Vec<String>,
         /// Its consumer group.
         group: String,
+        /// Its static membership id (`group.instance.id`), when the router has an
+        /// `instance_id`.
+        member: Option<String>,
     },
     /// A ZeroMQ socket that receives.
     Zmq(ZmqEndpoint),
@@ -81,11 +84,13 @@ fn client(
 }
 
 impl InputKind {
-    /// Input `name` of the file, with its cluster looked up in `clusters`.
+    /// Input `name` of the file, with its cluster looked up in `clusters`; `instance` is
+    /// the router's `instance_id`.
     pub fn resolve(
         name: &str,
         input: &InputConfig,
         clusters: &BTreeMap<String, KafkaClient>,
+        instance: Option<&str>,
     ) -> Result<Self, ResolveError> {
         match (&input.kafka, &input.zmq) {
             (Some(k), None) => {
@@ -94,6 +99,7 @@ impl InputKind {
                     client: client(name, k.cluster.get_ref(), clusters)?,
                     topics: k.topics.get_ref().clone(),
                     group: k.group.get_ref().clone(),
+                    member: instance.map(|i| format!("{i}.{name}")),
                 })
             }
             (None, Some(z)) => Ok(InputKind::Zmq(z.get_ref().clone())),

@@ -36,6 +36,14 @@ pub fn validate(
         ));
     }
 
+    if let Some(instance) = &config.instance_id
+        && let Some(why) = bad_topic(instance.get_ref())
+    {
+        p(Located::on(
+            instance,
+            format!("`instance_id` {}: {why}", shown(instance.get_ref())),
+        ));
+    }
     let listen = config.admin.listen.get_ref();
     if !listen.trim().is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
         p(Located::on(

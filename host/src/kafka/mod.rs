@@ -28,26 +28,27 @@ use crate::config::{ConfigFile, Located};
 use crate::metrics::{InputStats, OutputStats};
 use crate::pipeline::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, RouteRunner, Sink};
 
-/// The body of a Kafka input's thread: joins `group`, then takes batches through
+/// The body of a Kafka input's thread: joins `group` (as static member `member`, if
+/// given), then takes batches through
 /// `runners` until `control` says stop; then waits for in-flight records, commits and
 /// leaves the group.
 pub fn run_input(
     name: &str,
     client: &KafkaClient,
+    (group, member): (&str, Option<&str>),
     topics: &[String],
-    group: &str,
     stats: Arc<InputStats>,
     control: &InputControl,
     mut runners: Vec<RouteRunner>,
 ) -> anyhow::Result<()> {
-    let source = KafkaSource::new(
-        name,
-        &client.bootstrap,
-        &client.options,
-        topics,
-        group,
-        stats,
-    )?;
+    let mut options = client.options.clone();
+    if let Some(member) = member {
+        // A `group.instance.id` in the cluster's options wins.
+        options
+            .entry("group.instance.id".to_owned())
+            .or_insert_with(|| member.to_owned());
+    }
+    let source = KafkaSource::new(name, &client.bootstrap, &options, topics, group, stats)?;
     while control.between_batches(&mut runners) {
         let batch = source.poll_batch(MAX_BATCH, IDLE_WAIT);
         if !batch.is_empty() {

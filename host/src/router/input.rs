@@ -86,9 +86,16 @@ impl Spawn<'_> {
                             client,
                             topics,
                             group,
-                        } => {
-                            kafka::run_input(&name, client, topics, group, stats, &control, runners)
-                        }
+                            member,
+                        } => kafka::run_input(
+                            &name,
+                            client,
+                            (group, member.as_deref()),
+                            topics,
+                            stats,
+                            &control,
+                            runners,
+                        ),
                         InputKind::Zmq(endpoint) => {
                             zmq::run_input(&ctx, &name, endpoint, &stats, &control, runners)
                         }

@@ -290,7 +290,12 @@ impl Planner<'_> {
         let metrics = &self.router.metrics;
         let mut inputs = BTreeMap::new();
         for (name, input) in &self.config.inputs {
-            let kind = InputKind::resolve(name, input.get_ref(), clusters)?;
+            let instance = self
+                .config
+                .instance_id
+                .as_ref()
+                .map(|i| i.get_ref().as_str());
+            let kind = InputKind::resolve(name, input.get_ref(), clusters, instance)?;
             let mut list = Vec::new();
             for (r, route) in self.config.routes.iter().enumerate() {
                 let route = route.get_ref();
