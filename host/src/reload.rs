@@ -131,6 +131,11 @@ pub fn watch(
     std::thread::Builder::new()
         .name("watch".into())
         .spawn(move || {
+            // Polling has no events: its channel's sender is gone, so it is not waited on.
+            let changes = match &watcher {
+                Some(_) => events.clone(),
+                None => crossbeam_channel::never(),
+            };
             loop {
                 // Blocks until a file event, a poll tick or the stop, whichever comes first.
                 let tick = match &watcher {
@@ -139,7 +144,7 @@ pub fn watch(
                 };
                 select! {
                     recv(shutdown.channel()) -> _ => return,
-                    recv(events) -> event => if event.is_err() { return },
+                    recv(changes) -> event => if event.is_err() { return },
                     recv(tick) -> _ => {},
                 }
                 if watcher.is_some() {

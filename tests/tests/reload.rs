@@ -845,3 +845,40 @@ to = ["out"]
     assert!(embedded_topics(&bootstrap).contains("later-topic"));
     router.stop();
 }
+
+#[test]
+fn polling_notices_a_changed_file() {
+    let scratch = Scratch::new("reload-poll");
+    let (port, out) = (free_port(), free_port());
+    let text = |region: &str| {
+        format!(
+            r#"
+[reload]
+watch = "poll"
+poll_interval_ms = 200
+debounce_ms = 50
+[inputs.feed]
+zmq = {{ socket = "pull", bind = "tcp://127.0.0.1:{port}" }}
+[outputs.out]
+zmq = {{ socket = "push", bind = "tcp://127.0.0.1:{out}" }}
+[[routes]]
+name = "relay"
+from = ["feed"]
+when = {{ header = {{ region = "{region}" }} }}
+plugins = [{{ path = "{passthrough}" }}]
+to = ["out"]
+"#,
+            passthrough = plugins::PASSTHROUGH
+        )
+    };
+    let config = scratch.write("router.toml", &text("eu"));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let router = Running::start(&config, scratch.path("router.log"), admin);
+    write_by_rename(&config, text("us").as_bytes());
+    assert!(
+        router.wait_reloads("ok", 1.0),
+        "polling did not notice the change:\n{}",
+        router.log_text()
+    );
+    router.stop();
+}
