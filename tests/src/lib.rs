@@ -64,6 +64,26 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A router configuration with one route, `relay`: a PULL input `feed` bound on
+/// `input_port`, through `passthrough`, to output `out`, whose `zmq` table holds `output`
+/// (for example `socket = "push", bind = "tcp://127.0.0.1:5000"`).
+pub fn zmq_relay_config(input_port: u16, output: &str) -> String {
+    format!(
+        r#"
+[inputs.feed]
+zmq = {{ socket = "pull", bind = "tcp://127.0.0.1:{input_port}" }}
+[outputs.out]
+zmq = {{ {output} }}
+[[routes]]
+name = "relay"
+from = ["feed"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["out"]
+"#,
+        passthrough = plugins::PASSTHROUGH
+    )
+}
+
 /// A ZeroMQ socket of `kind` connected to `tcp://127.0.0.1:PORT`.
 pub fn zmq_connect(ctx: &zmq::Context, kind: zmq::SocketType, port: u16) -> zmq::Socket {
     let socket = ctx.socket(kind).expect("create a socket");

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Input, produce, read_topic};
 use switchyard_tests::procs::{Proc, Scratch, router};
-use switchyard_tests::{free_port, plugins, wait_until, zmq_connect};
+use switchyard_tests::{free_port, plugins, wait_until, zmq_connect, zmq_relay_config};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -365,19 +365,9 @@ fn burst_through_pub(pub_options: &str, n: usize, read_after: usize) -> Vec<Stri
     let scratch = Scratch::new("pub-burst");
     let cfg = scratch.write(
         "router.toml",
-        &format!(
-            r#"
-[inputs.feed]
-zmq = {{ socket = "pull", bind = "tcp://127.0.0.1:{in_port}" }}
-[outputs.fan]
-zmq = {{ socket = "pub", bind = "tcp://127.0.0.1:{out_port}"{pub_options} }}
-[[routes]]
-name = "fan"
-from = ["feed"]
-plugins = [{{ path = "{passthrough}" }}]
-to = ["fan"]
-"#,
-            passthrough = plugins::PASSTHROUGH
+        &zmq_relay_config(
+            in_port,
+            &format!(r#"socket = "pub", bind = "tcp://127.0.0.1:{out_port}"{pub_options}"#),
         ),
     );
     let proc = router(&cfg, &scratch.path("router.log"));
@@ -448,19 +438,9 @@ fn garbage_from_a_peer_is_counted_not_logged_line_by_line() {
     let scratch = Scratch::new("zmq-garbage");
     let cfg = scratch.write(
         "router.toml",
-        &format!(
-            r#"
-[inputs.feed]
-zmq = {{ socket = "pull", bind = "tcp://127.0.0.1:{in_port}" }}
-[outputs.out]
-zmq = {{ socket = "push", bind = "tcp://127.0.0.1:{out_port}" }}
-[[routes]]
-name = "relay"
-from = ["feed"]
-plugins = [{{ path = "{passthrough}" }}]
-to = ["out"]
-"#,
-            passthrough = plugins::PASSTHROUGH
+        &zmq_relay_config(
+            in_port,
+            &format!(r#"socket = "push", bind = "tcp://127.0.0.1:{out_port}""#),
         ),
     );
     let log = scratch.path("router.log");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_tests::admin::{get, metric};
 use switchyard_tests::procs::{Scratch, router_env};
-use switchyard_tests::{free_port, plugins, switchyard_bin, wait_until, zmq_connect};
+use switchyard_tests::{free_port, switchyard_bin, wait_until, zmq_connect, zmq_relay_config};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -45,19 +45,9 @@ fn top_shows_a_running_routers_flow_in_plain_text() {
     let scratch = Scratch::new("top");
     let cfg = scratch.write(
         "router.toml",
-        &format!(
-            r#"
-[inputs.feed]
-zmq = {{ socket = "pull", bind = "tcp://127.0.0.1:{input}" }}
-[outputs.out]
-zmq = {{ socket = "pub", bind = "tcp://127.0.0.1:{output}" }}
-[[routes]]
-name = "relay"
-from = ["feed"]
-plugins = [{{ path = "{passthrough}" }}]
-to = ["out"]
-"#,
-            passthrough = plugins::PASSTHROUGH
+        &zmq_relay_config(
+            input,
+            &format!(r#"socket = "pub", bind = "tcp://127.0.0.1:{output}""#),
         ),
     );
     let log = scratch.path("router.log");

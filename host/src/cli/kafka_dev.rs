@@ -22,7 +22,7 @@ pub(super) fn run(topics: &[String], brokers: i32) -> anyhow::Result<ExitCode> {
         cluster.bootstrap().as_str(),
         "embedded Kafka cluster (development and tests only)",
     )?;
-    wait(&shutdown);
+    shutdown.wait();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -45,7 +45,7 @@ pub(super) fn run_apache(topics: &[String], heap_mb: u32) -> anyhow::Result<Exit
             kafka.log_path().display()
         ),
     )?;
-    wait(&shutdown);
+    shutdown.wait();
     // Dropping `kafka` stops the broker and removes its directory.
     Ok(ExitCode::SUCCESS)
 }
@@ -81,8 +81,4 @@ fn announce(bootstrap: &str, what: &str) -> anyhow::Result<()> {
     out.flush()?;
     eprintln!("switchyard: {what} at {bootstrap}; Ctrl-C stops it");
     Ok(())
-}
-
-fn wait(shutdown: &Shutdown) {
-    shutdown.wait();
 }

@@ -169,7 +169,7 @@ impl RouteRunner {
             }
             let m = &batch[i];
             let ack = child_ack(&mut children, m.ack(), &self.returns);
-            let mut send_all = |sinks: &[Arc<dyn Sink>], rec: &OutRecord<'_>| {
+            let mut send = |sinks: &[Arc<dyn Sink>], rec: &OutRecord<'_>| {
                 if let Some(r) = send_all(sinks, rec, ack, &stats) {
                     refused.push((i, r));
                 }
@@ -177,7 +177,7 @@ impl RouteRunner {
             match item {
                 Item::Original => {
                     let headers = m.headers();
-                    send_all(&self.spec.to, &original(m, &headers));
+                    send(&self.spec.to, &original(m, &headers));
                 }
                 Item::Emitted(o) => {
                     let headers: Vec<(&str, &[u8])> = o
@@ -193,9 +193,9 @@ impl RouteRunner {
                         timestamp: o.timestamp,
                     };
                     match &o.destination {
-                        None => send_all(&self.spec.to, &rec),
+                        None => send(&self.spec.to, &rec),
                         Some(d) => match self.spec.destinations.get(d) {
-                            Some(sink) => send_all(std::slice::from_ref(sink), &rec),
+                            Some(sink) => send(std::slice::from_ref(sink), &rec),
                             None => {
                                 RouteStats::add(&stats.failed, 1);
                                 if let Some((_, last)) = self.plugins.last() {

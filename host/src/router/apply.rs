@@ -12,18 +12,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::Router;
 use super::input::Spawn;
-use super::plan::{OpenOutput, Plan};
+use super::plan::{Inputs, OpenOutput, Plan};
 use crate::config::ConfigFile;
-use crate::config::resolved::InputKind;
 use crate::control::ReloadReport;
-use crate::pipeline::{DRAIN_TIMEOUT, RouteRunner};
+use crate::pipeline::DRAIN_TIMEOUT;
 use crate::state::{RouteInfo, Running};
 
 /// How often a reload that waits for an input to finish a batch says so.
 const SWITCH_WARN_EVERY: Duration = Duration::from_secs(5);
-
-/// The inputs of a plan: kind and route runners, by name.
-type Inputs = BTreeMap<String, (InputKind, Vec<RouteRunner>)>;
 
 impl Router {
     /// Swaps `plan` in, step by step; `started` is when the reload began, for its report.

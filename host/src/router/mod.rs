@@ -241,22 +241,18 @@ impl Router {
     /// Drains and stops everything: inputs stop fetching and finish their batch, sinks
     /// flush, offsets are committed.
     pub fn stop(&mut self) {
+        for input in self.inputs.values_mut() {
+            input.ask_to_stop();
+        }
         let mut pending: BTreeSet<u64> = self
             .inputs
-            .values_mut()
-            .map(|input| {
-                input.ask_to_stop();
-                input.id
-            })
+            .values()
+            .filter(|input| !input.is_finished())
+            .map(|input| input.id)
             .collect();
         // An input blocked on an output that has no room (a PUSH with no peer) gets
         // DRAIN_TIMEOUT; then blocked sends give up and their records fail, uncommitted.
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        pending.retain(|id| {
-            self.inputs
-                .values()
-                .any(|i| i.id == *id && !i.is_finished())
-        });
         while !pending.is_empty() {
             match self.exits.1.recv_deadline(deadline) {
                 Ok(id) => {

@@ -56,7 +56,7 @@ pub(super) struct Plan {
     /// The outputs the plan opened (the others it shares with the running set).
     pub opened: Vec<String>,
     /// Each input that some route reads, with its route runners.
-    pub inputs: BTreeMap<String, (InputKind, Vec<RouteRunner>)>,
+    pub inputs: Inputs,
     /// The routes, for `/routes`.
     pub routes: Vec<RouteInfo>,
 }
@@ -68,6 +68,9 @@ type Clusters = (
     Vec<(String, EmbeddedCluster)>,
     Vec<(String, String, u32)>,
 );
+
+/// The inputs of a plan, by name: what each is, and its route runners.
+pub(super) type Inputs = BTreeMap<String, (InputKind, Vec<RouteRunner>)>;
 
 /// Plugins compiled for a plan, by (route index, plugin index).
 type Compiled = HashMap<(usize, usize), CompiledPlugin>;
@@ -286,7 +289,7 @@ impl Planner<'_> {
         clusters: &BTreeMap<String, KafkaClient>,
         outputs: &BTreeMap<String, OpenOutput>,
         compiled: &Compiled,
-    ) -> anyhow::Result<BTreeMap<String, (InputKind, Vec<RouteRunner>)>> {
+    ) -> anyhow::Result<Inputs> {
         let metrics = &self.router.metrics;
         let mut inputs = BTreeMap::new();
         for (name, input) in &self.config.inputs {
