@@ -503,5 +503,20 @@ fn cluster_id() -> String {
         );
         chunk.copy_from_slice(&h.finish().to_le_bytes());
     }
+    // An id starting with `-` is read as an option by `kafka-storage format` (Kafka's own
+    // `Uuid.randomUuid` avoids them too): a clear top bit keeps the first character in `A`–`f`.
+    bytes[0] &= 0x7f;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod cluster_id_tests {
+    #[test]
+    fn a_cluster_id_never_starts_with_a_dash() {
+        for _ in 0..2000 {
+            let id = super::cluster_id();
+            assert_eq!(id.len(), 22);
+            assert!(!id.starts_with('-'), "{id}");
+        }
+    }
 }
