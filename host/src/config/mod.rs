@@ -335,9 +335,41 @@ pub struct ZmqEndpoint {
     /// Inputs only: the largest message accepted, in bytes (default 16 MiB); libzmq
     /// disconnects a peer that sends a larger one.
     pub max_message_bytes: Option<i64>,
+    /// `router` inputs only: `"ack"` answers each request once every record it produced is
+    /// acknowledged, with a JSON status (the ZeroMQ gateway); `"none"` answers nothing.
+    #[serde(default)]
+    pub reply: ReplyMode,
+    /// With `reply = "ack"`: how long a request waits for its acknowledgements before it
+    /// is answered `timeout`, in milliseconds (default 30 000).
+    pub reply_timeout_ms: Option<u64>,
+    /// With `reply = "ack"`: requests one client may have waiting for their replies; the
+    /// next is answered `busy` and not accepted (default 1 000).
+    pub max_in_flight: Option<u32>,
+    /// With `reply = "ack"`: how many request ids the input remembers, so that a request
+    /// sent again with the same id is answered with the first one's result instead of
+    /// being produced twice (default 0: none).
+    pub dedup_window: Option<u32>,
+}
+
+/// Whether a `router` input answers its requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyMode {
+    /// No answer: the input is a one-way way in.
+    #[default]
+    None,
+    /// One JSON status per request, once its records are acknowledged.
+    Ack,
 }
 
 impl ZmqEndpoint {
+    /// How long a request waits for its acknowledgements unless the input says otherwise.
+    pub const REPLY_TIMEOUT_MS: u64 = 30_000;
+    /// Requests a client may have in flight unless the input says otherwise.
+    pub const MAX_IN_FLIGHT: u32 = 1_000;
+    /// The most request ids an input may remember.
+    pub const MAX_DEDUP_WINDOW: u32 = 10_000_000;
+
     /// The high-water mark of a `pub` output that sets none: large enough for a burst of
     /// a few batches to reach a subscriber that keeps up.
     pub const PUB_HWM: i32 = 10_000;

@@ -331,6 +331,7 @@ fn check_zmq(what: &str, z: &Spanned<ZmqEndpoint>, input: bool, p: &mut dyn FnMu
             format!("{what}: `when_full` applies to `pub` outputs only (the others block)"),
         ));
     }
+    check_reply(what, z, p);
     match e.max_message_bytes {
         Some(_) if !input => p(Located::on(
             z,
@@ -341,6 +342,63 @@ fn check_zmq(what: &str, z: &Spanned<ZmqEndpoint>, input: bool, p: &mut dyn FnMu
             format!("{what}: `max_message_bytes` must be 1 or more"),
         )),
         _ => {}
+    }
+}
+
+/// The gateway's keys: `reply` on a `router` input only, its limits with `reply = "ack"`.
+fn check_reply(what: &str, z: &Spanned<ZmqEndpoint>, p: &mut dyn FnMut(Located)) {
+    let e = z.get_ref();
+    let socket = *e.socket.get_ref();
+    if e.reply != super::ReplyMode::None && socket != super::ZmqSocketType::Router {
+        p(Located::on(
+            z,
+            format!(
+                "{what}: `reply` applies to `router` inputs only (a `{}` socket cannot answer)",
+                socket.as_str()
+            ),
+        ));
+        return;
+    }
+    let limits = [
+        ("reply_timeout_ms", e.reply_timeout_ms.is_some()),
+        ("max_in_flight", e.max_in_flight.is_some()),
+        ("dedup_window", e.dedup_window.is_some()),
+    ];
+    if e.reply != super::ReplyMode::Ack {
+        for (key, set) in limits {
+            if set {
+                p(Located::on(
+                    z,
+                    format!("{what}: `{key}` applies with `reply = \"ack\"` only"),
+                ));
+            }
+        }
+        return;
+    }
+    if e.reply_timeout_ms
+        .is_some_and(|t| !(1..=MAX_TIMEOUT_MS).contains(&t))
+    {
+        p(Located::on(
+            z,
+            format!("{what}: `reply_timeout_ms` must be from 1 to {MAX_TIMEOUT_MS} (10 minutes)"),
+        ));
+    }
+    if e.max_in_flight == Some(0) {
+        p(Located::on(
+            z,
+            format!("{what}: `max_in_flight` must be 1 or more"),
+        ));
+    }
+    if e.dedup_window
+        .is_some_and(|w| w > ZmqEndpoint::MAX_DEDUP_WINDOW)
+    {
+        p(Located::on(
+            z,
+            format!(
+                "{what}: `dedup_window` must be at most {}",
+                ZmqEndpoint::MAX_DEDUP_WINDOW
+            ),
+        ));
     }
 }
 

@@ -28,8 +28,17 @@ impl ProducerContext for AckContext {
     type DeliveryOpaque = Delivery;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
-        let Err((e, message)) = result else {
-            return;
+        let (e, message) = match result {
+            Ok(message) => {
+                if let Some(ack) = &ack.0 {
+                    ack.stored(
+                        &self.output,
+                        Some((message.topic(), message.partition(), message.offset())),
+                    );
+                }
+                return;
+            }
+            Err((e, message)) => (e, message),
         };
         self.stats.error(&error_name(e));
         let Some(ack) = ack.0 else {
@@ -55,7 +64,7 @@ impl ProducerContext for AckContext {
             });
         } else {
             tracing::error!(output = %self.output, error = %e, "delivery failed; the input will not commit past this message");
-            ack.fail();
+            ack.fail_with("delivery", || format!("output `{}`: {e}", self.output));
         }
     }
 }
@@ -191,7 +200,7 @@ impl Sink for KafkaSink {
                         .into());
                     }
                     if let Some(ack) = &back.delivery_opaque.0 {
-                        ack.fail();
+                        ack.fail_with("produce", || format!("output `{}`: {e}", self.name));
                     }
                     return Err(anyhow::Error::new(e)
                         .context(format!("output `{}`: cannot produce", self.name)));

@@ -170,6 +170,40 @@ impl Metrics {
 
         header(
             &mut out,
+            "switchyard_zmq_replies_total",
+            "Answers a ROUTER input with `reply = \"ack\"` sent, by status.",
+            "counter",
+        );
+        for (input, stats) in &inputs {
+            for (status, n) in stats.replies() {
+                let _ = writeln!(
+                    out,
+                    "switchyard_zmq_replies_total{{input=\"{}\",status=\"{status}\"}} {n}",
+                    escape(input)
+                );
+            }
+        }
+        let reply_counters: [(&str, &str, fn(&super::InputStats) -> &AtomicU64); 2] = [
+            (
+                "switchyard_zmq_replies_duplicate_total",
+                "Requests answered with the result of an earlier one with the same id.",
+                |s| &s.duplicates,
+            ),
+            (
+                "switchyard_zmq_replies_unroutable_total",
+                "Answers whose client had gone away.",
+                |s| &s.unroutable,
+            ),
+        ];
+        for (name, help, field) in reply_counters {
+            header(&mut out, name, help, "counter");
+            for (input, stats) in &inputs {
+                let n = field(stats).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{input=\"{}\"}} {n}", escape(input));
+            }
+        }
+        header(
+            &mut out,
             "switchyard_zmq_dropped_total",
             "Records a ZeroMQ output dropped at its high-water mark.",
             "counter",

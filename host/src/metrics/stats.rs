@@ -191,6 +191,13 @@ pub struct InputStats {
     /// that does not exist; `cluster`: no broker answers); set and cleared by the input,
     /// shown by `/health/ready`.
     problems: Mutex<BTreeMap<&'static str, String>>,
+    /// A replying input's answers, by status (`ok`, `rejected`, `dropped`, `failed`,
+    /// `timeout`, `busy`).
+    replies: Mutex<BTreeMap<&'static str, u64>>,
+    /// Answers to requests sent again with a remembered id.
+    pub duplicates: AtomicU64,
+    /// Answers that found their client gone.
+    pub unroutable: AtomicU64,
 }
 
 impl InputStats {
@@ -220,6 +227,24 @@ impl InputStats {
             Some(problem) => problems.insert(source, problem),
             None => problems.remove(source),
         }
+    }
+
+    /// Counts one answer with `status`.
+    pub fn replied(&self, status: &'static str) {
+        *self
+            .replies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    /// The answers so far, by status.
+    pub fn replies(&self) -> BTreeMap<&'static str, u64> {
+        self.replies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Replaces the lag figures.

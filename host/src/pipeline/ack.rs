@@ -14,10 +14,16 @@
 //! good (too large, not authorised, ...) is handed back there with the child, instead of
 //! failing the run, and the route dead-letters it; the run completes once the dead letter
 //! is delivered.
+//!
+//! A message from a replying input has an acknowledgement of its own ([`Ack::request`]),
+//! whose [`Request`] collects what its outputs stored and how it fared; settling it wakes
+//! the input, which answers the sender.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use super::request::{Request, Stored};
 
 /// The in-flight offsets of one input partition.
 #[derive(Debug, Default)]
@@ -75,6 +81,7 @@ impl PartitionTracker {
             },
             failed: AtomicBool::new(false),
             returns: None,
+            dead_letter: false,
         }))
     }
 
@@ -126,6 +133,8 @@ struct Pending {
     failed: AtomicBool,
     /// Where a record refused for good goes back to (a route's child acknowledgement).
     returns: Option<Arc<Returns>>,
+    /// Whether it travels with a dead letter (a request's records say which is which).
+    dead_letter: bool,
 }
 
 /// Who learns that an acknowledgement completed.
@@ -138,6 +147,8 @@ enum Owner {
     },
     /// The input's acknowledgement this route-level one is part of.
     Parent(Ack),
+    /// A message of a replying input, answered once this completes.
+    Request(Arc<Request>),
 }
 
 impl Drop for Pending {
@@ -147,6 +158,7 @@ impl Drop for Pending {
             Owner::Tracker { tracker, offset } => tracker.complete(*offset, failed),
             Owner::Parent(parent) if failed => parent.fail(),
             Owner::Parent(_) => {}
+            Owner::Request(request) => request.settle(failed),
         }
     }
 }
@@ -186,9 +198,69 @@ impl Returns {
 pub struct Ack(Arc<Pending>);
 
 impl Ack {
+    /// The acknowledgement of one message of a replying input: `request` settles when it
+    /// completes.
+    pub fn request(request: Arc<Request>) -> Ack {
+        Ack(Arc::new(Pending {
+            owner: Owner::Request(request),
+            failed: AtomicBool::new(false),
+            returns: None,
+            dead_letter: false,
+        }))
+    }
+
     /// Marks the run failed: its partition will not commit past its first offset.
     pub fn fail(&self) {
         self.0.failed.store(true, Ordering::Release);
+    }
+
+    /// Marks the run failed, and tells a replying input's sender why: an error `kind`
+    /// and a message (made only for a request).
+    pub fn fail_with(&self, kind: &str, message: impl FnOnce() -> String) {
+        if let Some(request) = self.replying() {
+            request.failed(kind, &message());
+        }
+        self.fail();
+    }
+
+    /// The request this acknowledgement belongs to, if its message came from a replying
+    /// input.
+    pub fn replying(&self) -> Option<&Arc<Request>> {
+        match &self.0.owner {
+            Owner::Request(request) => Some(request),
+            Owner::Parent(parent) => parent.replying(),
+            Owner::Tracker { .. } => None,
+        }
+    }
+
+    /// Output `output` has the record this acknowledgement travelled with; for a Kafka
+    /// output, at `topic`, `partition`, `offset`. Only a request keeps this.
+    pub fn stored(&self, output: &str, kafka: Option<(&str, i32, i64)>) {
+        if let Some(request) = self.replying() {
+            request.stored(
+                self.0.dead_letter,
+                Stored {
+                    output: output.to_owned(),
+                    topic: kafka.map(|(topic, _, _)| topic.to_owned()),
+                    partition: kafka.map(|(_, partition, _)| partition),
+                    offset: kafka.map(|(_, _, offset)| offset),
+                },
+            );
+        }
+    }
+
+    /// The acknowledgement a dead letter of this message travels with: this one, or for a
+    /// request one that marks the record it is stored as a dead letter.
+    pub fn for_dead_letter(&self) -> Ack {
+        if self.replying().is_none() {
+            return self.clone();
+        }
+        Ack(Arc::new(Pending {
+            owner: Owner::Parent(self.clone()),
+            failed: AtomicBool::new(false),
+            returns: None,
+            dead_letter: true,
+        }))
     }
 
     /// A route's acknowledgement for records it sends on behalf of this one: it completes
@@ -198,6 +270,7 @@ impl Ack {
             owner: Owner::Parent(self.clone()),
             failed: AtomicBool::new(false),
             returns: Some(Arc::clone(returns)),
+            dead_letter: false,
         }))
     }
 
@@ -205,7 +278,7 @@ impl Ack {
     pub fn parent(&self) -> &Ack {
         match &self.0.owner {
             Owner::Parent(parent) => parent,
-            Owner::Tracker { .. } => self,
+            Owner::Tracker { .. } | Owner::Request(_) => self,
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod ack;
 pub mod input;
+pub mod request;
 mod route;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use switchyard_abi::Origin;
 
 pub use ack::{Ack, PartitionTracker, Returned, Returns};
 pub use input::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, Swap, run_batch};
+pub use request::{Completions, Receipt, Request, Stored, Waker};
 pub use route::{RouteRunner, RouteSpec};
 
 /// A message as the pipeline sees it, whatever its source.
@@ -26,7 +28,8 @@ pub trait Incoming {
     fn headers(&self) -> Vec<(&str, &[u8])>;
     /// Timestamp in milliseconds since the Unix epoch.
     fn timestamp(&self) -> Option<i64>;
-    /// Its acknowledgement, for inputs that commit (Kafka).
+    /// Its acknowledgement, for inputs that commit (Kafka) or reply (a ZeroMQ ROUTER with
+    /// `reply = "ack"`).
     fn ack(&self) -> Option<&Ack>;
 }
 

@@ -135,7 +135,12 @@ impl RouteRunner {
             for ((i, item), verdict) in items.into_iter().zip(verdicts) {
                 match verdict {
                     Ok(Outcome::Pass) => next.push((i, item)),
-                    Ok(Outcome::Drop) => RouteStats::add(&stats.dropped, 1),
+                    Ok(Outcome::Drop) => {
+                        RouteStats::add(&stats.dropped, 1);
+                        if let Some(request) = batch[i].ack().and_then(Ack::replying) {
+                            request.dropped();
+                        }
+                    }
                     Ok(Outcome::Emit(outputs)) => {
                         next.extend(outputs.into_iter().map(|o| (i, Item::Emitted(Box::new(o)))));
                     }
@@ -240,6 +245,9 @@ impl RouteRunner {
                 ack,
             } = returned;
             let why = DeadLetter::produce(&output, &reason);
+            if let Some(request) = ack.replying() {
+                request.failed(why.kind, &why.reason);
+            }
             let Some(sink) = &self.spec.dead_letter else {
                 tracing::error!(route = %self.spec.name, output = %output, reason = %reason, "a record was refused and the route has no dead_letter output; its partition holds its commits here");
                 ack.fail();
@@ -263,11 +271,11 @@ impl RouteRunner {
             };
             // The dead letter carries the input's acknowledgement itself: if it is refused
             // too, the run fails there instead of coming back here again.
-            match sink.send(&rec, Some(ack.parent().clone())) {
+            match sink.send(&rec, Some(ack.parent().for_dead_letter())) {
                 Ok(()) => RouteStats::add(&self.spec.stats.dead_lettered, 1),
                 Err(e) => {
                     tracing::error!(route = %self.spec.name, "dead letter not written: {e:#}");
-                    ack.fail();
+                    ack.fail_with("dead_letter", || format!("dead letter not written: {e:#}"));
                 }
             }
         }
@@ -296,6 +304,12 @@ impl RouteRunner {
     /// Writes the original message, with context headers, to the dead-letter output.
     fn dead_letter<M: Incoming>(&self, m: &M, why: &DeadLetter) {
         let stats = &self.spec.stats;
+        if let Some(request) = m.ack().and_then(Ack::replying) {
+            match why.kind {
+                "reject" => request.rejected(&why.plugin, &why.reason),
+                kind => request.failed(kind, &why.reason),
+            }
+        }
         let Some(sink) = &self.spec.dead_letter else {
             tracing::warn!(route = %self.spec.name, kind = why.kind, reason = %why.reason, "message failed and the route has no dead_letter output; it is dropped");
             return;
@@ -313,13 +327,13 @@ impl RouteRunner {
         let context = self.context_headers(why, origin);
         let mut headers = m.headers();
         headers.extend(context.iter().map(|(n, v)| (*n, v.as_slice())));
-        match sink.send(&original(m, &headers), m.ack().cloned()) {
+        match sink.send(&original(m, &headers), m.ack().map(Ack::for_dead_letter)) {
             Ok(()) => RouteStats::add(&stats.dead_lettered, 1),
             Err(e) => {
                 // Never commit past a message that is neither delivered nor dead-lettered.
                 tracing::error!(route = %self.spec.name, "dead letter not written; the input will not commit past this message: {e:#}");
                 if let Some(ack) = m.ack() {
-                    ack.fail();
+                    ack.fail_with("dead_letter", || format!("dead letter not written: {e:#}"));
                 }
             }
         }

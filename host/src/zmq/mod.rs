@@ -23,6 +23,7 @@
 //! u32 name length, the name, a u32 value length and the value (little-endian).
 
 mod envelope;
+mod gateway;
 mod sink;
 mod source;
 
@@ -30,13 +31,13 @@ pub use sink::ZmqSink;
 pub use source::{ZmqRecord, ZmqSource};
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::config::{ZmqEndpoint, ZmqSocketType};
 use crate::metrics::{InputStats, OutputStats};
-use crate::pipeline::{IDLE_WAIT, InputControl, MAX_BATCH, RouteRunner, Sink};
+use crate::pipeline::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, RouteRunner, Sink};
 
 /// The body of a ZeroMQ input's thread: opens the socket, then takes batches through
 /// `runners` until `control` says stop; then closes the socket and finishes what it had
@@ -45,30 +46,42 @@ pub fn run_input(
     ctx: &zmq::Context,
     name: &str,
     endpoint: &ZmqEndpoint,
-    stats: &InputStats,
+    stats: &Arc<InputStats>,
     control: &InputControl,
     mut runners: Vec<RouteRunner>,
 ) -> anyhow::Result<()> {
-    let mut source = ZmqSource::start(ctx, name, endpoint)?;
+    let mut source = ZmqSource::start(ctx, name, endpoint, stats)?;
     stats
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut stopped = false;
+    let mut stopped: Option<Instant> = None;
     loop {
-        if !control.between_batches(&mut runners) && !stopped {
-            // Close the socket, then finish what it already received.
+        if !control.between_batches(&mut runners) && stopped.is_none() {
+            // Stop taking messages, then finish what was received (and answer it).
             source.stop_receiving();
-            stopped = true;
+            stopped = Some(Instant::now());
         }
-        let wait = if stopped { Duration::ZERO } else { IDLE_WAIT };
+        let wait = if stopped.is_some() {
+            Duration::from_millis(10)
+        } else {
+            IDLE_WAIT
+        };
         let batch = source.recv_batch(MAX_BATCH, wait);
         if batch.is_empty() {
-            if stopped {
-                return Ok(());
+            if let Some(since) = stopped {
+                if source.is_finished() {
+                    return Ok(());
+                }
+                if since.elapsed() >= DRAIN_TIMEOUT {
+                    source.give_up();
+                    return Ok(());
+                }
             }
             continue;
         }
         crate::pipeline::run_batch(name, &mut runners, &batch);
+        drop(batch);
+        source.answer();
     }
 }
 

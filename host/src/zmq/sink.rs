@@ -109,10 +109,11 @@ impl Sink for ZmqSink {
         } else {
             self.send_frames(&[rec.payload])
         };
-        if result.is_err()
-            && let Some(ack) = &ack
-        {
-            ack.fail();
+        if let Some(ack) = &ack {
+            match &result {
+                Ok(()) => ack.stored(&self.name, None),
+                Err(e) => ack.fail_with("send", || format!("{e:#}")),
+            }
         }
         result
     }

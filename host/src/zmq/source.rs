@@ -3,13 +3,18 @@
 //! message libzmq received it into: it is not copied on its way to the plugins.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use switchyard_abi::Origin;
 
 use super::envelope;
-use crate::config::{ZmqEndpoint, ZmqSocketType};
+use super::gateway::{Gateway, Limits};
+use crate::config::{ReplyMode, ZmqEndpoint, ZmqSocketType};
+use crate::metrics::InputStats;
 use crate::pipeline::{Ack, Incoming};
+
+/// The header that names a request for retries, when it has no request-id frames.
+pub const MESSAGE_ID_HEADER: &str = "switchyard-message-id";
 
 /// A message received from a ZeroMQ socket.
 #[derive(Debug)]
@@ -22,6 +27,8 @@ pub struct ZmqRecord {
     payload: zmq::Message,
     headers: Vec<(String, Vec<u8>)>,
     timestamp: Option<i64>,
+    /// A replying input's acknowledgement.
+    ack: Option<Ack>,
 }
 
 impl Incoming for ZmqRecord {
@@ -54,7 +61,7 @@ impl Incoming for ZmqRecord {
     }
 
     fn ack(&self) -> Option<&Ack> {
-        None
+        self.ack.as_ref()
     }
 }
 
@@ -67,38 +74,111 @@ pub struct ZmqSource {
     endpoint: Arc<str>,
     kind: ZmqSocketType,
     envelope: bool,
+    /// A `router` input's answers, with `reply = "ack"`.
+    gateway: Option<Gateway>,
+    /// False once the input stops taking requests (a replying input still answers).
+    receiving: bool,
 }
 
 impl ZmqSource {
     /// Opens the socket (so bind errors surface at once).
-    pub fn start(ctx: &zmq::Context, name: &str, config: &ZmqEndpoint) -> anyhow::Result<Self> {
+    pub fn start(
+        ctx: &zmq::Context,
+        name: &str,
+        config: &ZmqEndpoint,
+        stats: &Arc<InputStats>,
+    ) -> anyhow::Result<Self> {
         let socket = super::open_socket(ctx, &format!("input `{name}`"), config)?;
+        let gateway = match config.reply {
+            ReplyMode::None => None,
+            ReplyMode::Ack => {
+                socket.set_router_mandatory(true)?;
+                let limits = Limits {
+                    timeout: Duration::from_millis(
+                        config
+                            .reply_timeout_ms
+                            .unwrap_or(ZmqEndpoint::REPLY_TIMEOUT_MS),
+                    ),
+                    max_in_flight: config.max_in_flight.unwrap_or(ZmqEndpoint::MAX_IN_FLIGHT)
+                        as usize,
+                    dedup_window: config.dedup_window.unwrap_or(0) as usize,
+                };
+                Some(Gateway::new(limits, Arc::clone(stats))?)
+            }
+        };
         Ok(ZmqSource {
             skips: Skips::default(),
             socket: Some(socket),
             endpoint: super::endpoint_label(config).into(),
             kind: *config.socket.get_ref(),
             envelope: config.envelope,
+            gateway,
+            receiving: true,
         })
+    }
+
+    /// Whether the input has stopped and answered everything it owes.
+    pub fn is_finished(&self) -> bool {
+        self.socket.is_none()
+            || (!self.receiving && self.gateway.as_ref().is_none_or(Gateway::is_idle))
+    }
+
+    /// Sends the answers that are ready (a replying input), after a batch went through
+    /// its routes: those that settled at once are answered without waiting for a poll.
+    pub fn answer(&mut self) {
+        if let (Some(socket), Some(gateway)) = (&mut self.socket, &mut self.gateway) {
+            gateway.answer(Instant::now(), socket);
+        }
+    }
+
+    /// Polls the socket (while receiving) and, for a replying input, the wake-up of
+    /// settled requests, for up to `wait`; answers what is ready. True if the socket has
+    /// messages.
+    fn poll(&mut self, wait: Duration) -> bool {
+        let Some(socket) = &mut self.socket else {
+            return false;
+        };
+        let now = Instant::now();
+        let wait = self
+            .gateway
+            .as_ref()
+            .map_or(wait, |g| g.wait(wait, now));
+        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        let events = if self.receiving {
+            zmq::POLLIN
+        } else {
+            zmq::PollEvents::empty()
+        };
+        let mut items = vec![socket.as_poll_item(events)];
+        if let Some(gateway) = &self.gateway {
+            items.push(zmq::PollItem::from_fd(gateway.wake_fd(), zmq::POLLIN));
+        }
+        let readable = match zmq::poll(&mut items, wait_ms) {
+            Ok(_) => self.receiving && items[0].is_readable(),
+            Err(e) => {
+                tracing::error!("poll failed: {e}");
+                false
+            }
+        };
+        drop(items);
+        if let Some(gateway) = &mut self.gateway {
+            gateway.answer(Instant::now(), socket);
+        }
+        readable
     }
 
     /// Waits up to `wait` for a first message, then takes what else libzmq has queued, up
     /// to `max`.
     pub fn recv_batch(&mut self, max: usize, wait: Duration) -> Vec<ZmqRecord> {
         let mut batch = Vec::new();
-        let Some(socket) = &self.socket else {
+        if !self.poll(wait) {
+            return batch;
+        }
+        let Some(socket) = &mut self.socket else {
             return batch;
         };
-        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-        match socket.poll(zmq::POLLIN, wait_ms) {
-            Ok(n) if n > 0 => {}
-            Ok(_) => return batch,
-            Err(e) => {
-                tracing::error!("poll failed: {e}");
-                return batch;
-            }
-        }
         let mut frames = Vec::new();
+        let now = Instant::now();
         while batch.len() < max {
             match recv_frames(socket, &mut frames) {
                 Ok(true) => {}
@@ -108,17 +188,57 @@ impl ZmqSource {
                     break;
                 }
             }
-            match decode(&mut frames, self.kind, self.envelope, &self.endpoint) {
-                Ok(record) => batch.push(record),
-                Err(e) => self.skips.skipped(e.to_string()),
+            let peer = (self.kind == ZmqSocketType::Router && !frames.is_empty())
+                .then(|| frames.remove(0).to_vec());
+            let routing = routing_envelope(&mut frames, self.kind);
+            let decoded = decode(&mut frames, self.kind, self.envelope, &self.endpoint);
+            let Some(gateway) = &mut self.gateway else {
+                match decoded {
+                    Ok(mut record) => {
+                        record.peer = peer;
+                        batch.push(record);
+                    }
+                    Err(e) => self.skips.skipped(e),
+                }
+                continue;
+            };
+            let Some(peer) = peer else {
+                continue;
+            };
+            let mut record = match decoded {
+                Ok(record) => record,
+                Err(e) => {
+                    self.skips.skipped(e.clone());
+                    gateway.refuse(&peer, routing, "malformed", &e, now, socket);
+                    continue;
+                }
+            };
+            let id = request_id(routing.as_deref(), &record);
+            if let Some(ack) = gateway.admit(&peer, routing, id, now, socket) {
+                record.peer = Some(peer);
+                record.ack = Some(ack);
+                batch.push(record);
             }
         }
         batch
     }
 
-    /// Stops receiving and closes the socket; what libzmq had queued and not handed out is
-    /// gone (a ZeroMQ input is at-most-once).
+    /// Stops taking messages. A plain input closes its socket: what libzmq had queued and
+    /// not handed out is gone (a ZeroMQ input is at-most-once). A replying input keeps it
+    /// open to answer the requests it took, until they are answered or
+    /// [`ZmqSource::give_up`].
     pub fn stop_receiving(&mut self) {
+        self.receiving = false;
+        if self.gateway.is_none() {
+            self.socket = None;
+        }
+    }
+
+    /// Answers what is still waiting `timeout` and closes the socket.
+    pub fn give_up(&mut self) {
+        if let (Some(socket), Some(gateway)) = (&mut self.socket, &mut self.gateway) {
+            gateway.time_out_all(socket);
+        }
         self.socket = None;
     }
 }
@@ -187,7 +307,44 @@ fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> zmq::Res
     Ok(true)
 }
 
-/// Maps frames to a record, as the `zmq` module documentation describes.
+/// Takes a ROUTER message's routing envelope off `frames` (the identity already taken):
+/// the frames before its first empty frame, when one comes before the last frame and
+/// before a Switchyard envelope. `None` when the message has no delimiter.
+fn routing_envelope(frames: &mut Vec<zmq::Message>, kind: ZmqSocketType) -> Option<Vec<Vec<u8>>> {
+    if kind != ZmqSocketType::Router {
+        return None;
+    }
+    let last = frames.len().checked_sub(1)?;
+    let delimiter = frames[..last]
+        .iter()
+        .take_while(|f| ***f != *envelope::MARKER)
+        .position(|f| f.is_empty())?;
+    let routing = frames.drain(..=delimiter).map(|f| f.to_vec()).collect::<Vec<_>>();
+    Some(routing[..delimiter].to_vec())
+}
+
+/// The id a request is remembered by for retries: its request-id frames, else its
+/// `switchyard-message-id` header.
+fn request_id(routing: Option<&[Vec<u8>]>, record: &ZmqRecord) -> Option<Vec<u8>> {
+    match routing {
+        Some(frames) if !frames.is_empty() => {
+            let mut id = Vec::new();
+            for frame in frames {
+                id.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+                id.extend_from_slice(frame);
+            }
+            Some(id)
+        }
+        _ => record
+            .headers
+            .iter()
+            .find(|(name, _)| name == MESSAGE_ID_HEADER)
+            .map(|(_, value)| value.clone()),
+    }
+}
+
+/// Maps frames (a ROUTER's identity and routing envelope already taken off) to a record,
+/// as the `zmq` module documentation describes.
 fn decode(
     frames: &mut Vec<zmq::Message>,
     kind: ZmqSocketType,
@@ -195,29 +352,22 @@ fn decode(
     endpoint: &Arc<str>,
 ) -> Result<ZmqRecord, String> {
     let mut topic = None;
-    let mut peer = None;
-    match kind {
-        ZmqSocketType::Sub if frames.len() > 1 => topic = Some(frames.remove(0).to_vec()),
-        ZmqSocketType::Router => {
-            if frames.len() < 2 {
-                return Err("a ROUTER message needs an identity and a payload".to_owned());
-            }
-            peer = Some(frames.remove(0).to_vec());
-            if frames.len() > 1 && frames[0].is_empty() {
-                frames.remove(0);
-            }
-        }
-        _ => {}
+    if kind == ZmqSocketType::Sub && frames.len() > 1 {
+        topic = Some(frames.remove(0).to_vec());
+    }
+    if kind == ZmqSocketType::Router && frames.is_empty() {
+        return Err("a ROUTER message needs an identity and a payload".to_owned());
     }
     let mut record = ZmqRecord {
         endpoint: Arc::clone(endpoint),
         socket_type: kind.as_str(),
         key: topic.clone(),
         topic,
-        peer,
+        peer: None,
         payload: zmq::Message::new(),
         headers: Vec::new(),
         timestamp: None,
+        ack: None,
     };
     let enveloped = frames.first().is_some_and(|f| **f == *envelope::MARKER);
     if envelope && enveloped {
@@ -258,6 +408,37 @@ mod tests {
         decode(&mut frames, kind, envelope, &"tcp://127.0.0.1:1".into())
     }
 
+    /// The routing envelope of ROUTER frames after the identity, and the frames left.
+    fn routing(parts: &[&[u8]]) -> (Option<Vec<Vec<u8>>>, Vec<Vec<u8>>) {
+        let mut frames = parts.iter().map(|p| zmq::Message::from(*p)).collect();
+        let routing = routing_envelope(&mut frames, ZmqSocketType::Router);
+        (routing, frames.iter().map(|f| f.to_vec()).collect())
+    }
+
+    #[test]
+    fn routing_envelopes_end_at_the_first_empty_frame() {
+        let v = |parts: &[&[u8]]| parts.iter().map(|p| p.to_vec()).collect::<Vec<_>>();
+        assert_eq!(routing(&[b"", b"req"]), (Some(vec![]), v(&[b"req"])), "REQ");
+        assert_eq!(
+            routing(&[b"id-7", b"", b"req"]),
+            (Some(v(&[b"id-7"])), v(&[b"req"])),
+            "DEALER with a request id"
+        );
+        assert_eq!(routing(&[b"req"]), (None, v(&[b"req"])), "plain DEALER");
+        assert_eq!(routing(&[b""]), (None, v(&[b""])), "an empty payload");
+        assert_eq!(routing(&[b"", b""]), (Some(vec![]), v(&[b""])));
+        let [marker, key, meta, headers, payload] = envelope::encode(None, None, &[], b"body");
+        let enveloped = [&marker[..], &key, &meta, &headers, &payload];
+        assert_eq!(
+            routing(&enveloped).0,
+            None,
+            "an envelope's empty key is not a delimiter"
+        );
+        let mut with_id: Vec<&[u8]> = vec![b"id", b""];
+        with_id.extend(enveloped);
+        assert_eq!(routing(&with_id).0, Some(v(&[b"id"])));
+    }
+
     #[test]
     fn frames_map_to_records() {
         let sub = decode_parts(&[b"EURUSD", b"1.1"], ZmqSocketType::Sub, false)
@@ -265,9 +446,8 @@ mod tests {
         assert_eq!(sub.key(), Some(&b"EURUSD"[..]));
         assert_eq!(sub.payload(), b"1.1");
 
-        let router = decode_parts(&[b"peer-1", b"", b"request"], ZmqSocketType::Router, false)
-            .expect("identity, delimiter, payload");
-        assert_eq!(router.peer.as_deref(), Some(&b"peer-1"[..]));
+        let router = decode_parts(&[b"request"], ZmqSocketType::Router, false)
+            .expect("a payload after the identity and routing envelope");
         assert_eq!(router.payload(), b"request");
 
         let [marker, rest @ ..] = envelope::encode(Some(b"k"), None, &[("h", b"v")], b"body");
