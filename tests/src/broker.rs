@@ -27,7 +27,7 @@ pub struct Broker {
 }
 
 enum Inner {
-    Embedded(#[expect(dead_code, reason = "held only to stop the process when dropped")] Proc),
+    Embedded(Proc),
     Apache(ApacheKafka),
 }
 
@@ -75,6 +75,23 @@ impl Broker {
         match self.inner {
             Inner::Embedded(_) => BrokerKind::Embedded,
             Inner::Apache(_) => BrokerKind::Apache,
+        }
+    }
+
+    /// Freezes the broker (SIGSTOP), as a hung broker or a long pause would: its clients'
+    /// requests wait unanswered.
+    pub fn pause(&self) {
+        match &self.inner {
+            Inner::Embedded(proc) => proc.signal("STOP"),
+            Inner::Apache(kafka) => kafka.pause().expect("pause the broker"),
+        }
+    }
+
+    /// Lets a paused broker run again.
+    pub fn resume(&self) {
+        match &self.inner {
+            Inner::Embedded(proc) => proc.signal("CONT"),
+            Inner::Apache(kafka) => kafka.resume().expect("resume the broker"),
         }
     }
 

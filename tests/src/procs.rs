@@ -19,13 +19,15 @@ impl Proc {
         self.child.id()
     }
 
-    /// Sends a signal by name: `TERM`, `INT`, `KILL` or `HUP`.
+    /// Sends a signal by name: `TERM`, `INT`, `KILL`, `HUP`, `STOP` or `CONT`.
     pub fn signal(&self, name: &str) {
         let signal = match name {
             "TERM" => libc::SIGTERM,
             "INT" => libc::SIGINT,
             "KILL" => libc::SIGKILL,
             "HUP" => libc::SIGHUP,
+            "STOP" => libc::SIGSTOP,
+            "CONT" => libc::SIGCONT,
             other => panic!("unknown signal {other}"),
         };
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");

@@ -16,8 +16,8 @@ fn examples() -> Vec<std::path::PathBuf> {
         .collect();
     files.sort();
     assert!(
-        files.len() >= 5,
-        "expected the five examples, found {files:?}"
+        files.len() >= 6,
+        "expected the six examples, found {files:?}"
     );
     files
 }
@@ -56,6 +56,7 @@ fn every_example_runs_and_drains() {
             "WORKERS_PORT",
             "EVENTS_PORT",
             "MOVES_PORT",
+            "GATEWAY_PORT",
         ];
         let mut cmd_env: Vec<(String, String)> = ports
             .iter()

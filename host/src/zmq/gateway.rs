@@ -510,7 +510,10 @@ mod tests {
         g.answer(now, &mut out);
         assert_eq!(out.answers.len(), 1, "a's second waits for its first");
         assert_eq!(out.answers[0].0, b"b");
-        assert_eq!(out.answers[0].1[0], b"", "a REQ client gets its delimiter back");
+        assert_eq!(
+            out.answers[0].1[0], b"",
+            "a REQ client gets its delimiter back"
+        );
         kafka(&a1, 6);
         drop(a1);
         g.answer(now, &mut out);
@@ -547,7 +550,11 @@ mod tests {
         assert!(g.is_idle());
         drop(first);
         g.answer(now + Duration::from_secs(7), &mut out);
-        assert_eq!(out.statuses().len(), 3, "a settled request already answered");
+        assert_eq!(
+            out.statuses().len(),
+            3,
+            "a settled request already answered"
+        );
 
         let late = g.admit(b"c", None, None, now, &mut out).expect("late");
         out.gone = true;

@@ -139,10 +139,7 @@ impl ZmqSource {
             return false;
         };
         let now = Instant::now();
-        let wait = self
-            .gateway
-            .as_ref()
-            .map_or(wait, |g| g.wait(wait, now));
+        let wait = self.gateway.as_ref().map_or(wait, |g| g.wait(wait, now));
         let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
         let events = if self.receiving {
             zmq::POLLIN
@@ -319,7 +316,10 @@ fn routing_envelope(frames: &mut Vec<zmq::Message>, kind: ZmqSocketType) -> Opti
         .iter()
         .take_while(|f| ***f != *envelope::MARKER)
         .position(|f| f.is_empty())?;
-    let routing = frames.drain(..=delimiter).map(|f| f.to_vec()).collect::<Vec<_>>();
+    let routing = frames
+        .drain(..=delimiter)
+        .map(|f| f.to_vec())
+        .collect::<Vec<_>>();
     Some(routing[..delimiter].to_vec())
 }
 
