@@ -125,6 +125,30 @@ fn each_kind_of_error_is_named_with_its_place() {
             "an endpoint string or a list of endpoint strings",
         ),
         (
+            "reply-on-pull",
+            "socket = \"pull\"",
+            "socket = \"pull\", reply = \"ack\"",
+            "6:7: input `feed`: `reply` applies to `router` inputs only",
+        ),
+        (
+            "reply-limit-without-reply",
+            "socket = \"pull\"",
+            "socket = \"router\", dedup_window = 10",
+            "6:7: input `feed`: `dedup_window` applies with `reply = \"ack\"` only",
+        ),
+        (
+            "reply-timeout",
+            "socket = \"pull\"",
+            "socket = \"router\", reply = \"ack\", reply_timeout_ms = 0",
+            "input `feed`: `reply_timeout_ms` must be from 1 to 600000",
+        ),
+        (
+            "reply-mode",
+            "socket = \"pull\"",
+            "socket = \"router\", reply = \"always\"",
+            "unknown variant `always`, expected `none` or `ack`",
+        ),
+        (
             "plugin-dir",
             "[kafka.main]",
             "plugin_dir = \"nowhere\"\n[kafka.main]",

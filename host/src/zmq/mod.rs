@@ -2,7 +2,9 @@
 //! there in batches; an output's socket is written by the input threads that produce to
 //! it, under a lock, with no thread hop on either side.
 //!
-//! Guarantees: a ZeroMQ input is **at-most-once** (ZeroMQ gives no acknowledgement). A
+//! Guarantees: a ZeroMQ input is **at-most-once** (ZeroMQ gives no acknowledgement),
+//! except a ROUTER with `reply = "ack"`, which answers each request once its records are
+//! acknowledged (the gateway, in `gateway`): at-least-once for a client that retries. A
 //! PUSH or DEALER output acknowledges a record once libzmq has queued it and blocks while
 //! its queue is full, which back-pressures a Kafka input behind it; a PUB output never
 //! blocks: a record a subscriber has no room for (its high-water mark is reached) is
@@ -14,7 +16,7 @@
 //! |---|---|
 //! | PUB → / → SUB | `[topic, payload]`: the topic frame is the record key on the way out and becomes the key on the way in |
 //! | PUSH → / → PULL, DEALER → | `[payload]` |
-//! | → ROUTER | `[peer-identity, payload]` (an empty delimiter frame after the identity is skipped) |
+//! | → ROUTER | `[peer-identity, payload]`; frames up to an empty delimiter after the identity are the routing envelope, echoed before a replying input's answer |
 //!
 //! With `envelope = true` the payload frame is replaced by five frames that carry what a
 //! Kafka record has: `["switchyard-envelope-1", key, meta, headers, payload]`, where
