@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p switchyard-bench            # full run, ~10 minutes on 2 cores
 //! cargo run --release -p switchyard-bench -- --quick # 100-byte messages only, under 2 minutes
+//! cargo run --release -p switchyard-bench -- --quick --only gateway  # one group
 //! ```
 //!
 //! It builds the release `switchyard` binary and the example plugins, then measures:
@@ -18,6 +19,9 @@
 //! - the same on Apache Kafka at 100 B and 1 KiB (`…@apache`), with `router-json` (the router
 //!   with `json_filter`) and `python-json` (a confluent-kafka consume → filter → produce →
 //!   commit loop in Python, `bench/python/`; `pip install -r bench/python/requirements.txt`);
+//! - the ZeroMQ gateway on Apache Kafka at 100 B: one DEALER writing one-way
+//!   (`gateway-oneway@apache`) against acknowledged with 4 000 requests in flight
+//!   (`gateway-ack@apache`), and a REQ client's lock-step round trip (`gateway-req`);
 //! - open-loop latency through `router-native` and `router-wasm` at 25 % and 50 % of
 //!   `router-native`'s throughput;
 //! - the plugin boundary: an empty component call against `process` per message.
@@ -25,6 +29,7 @@
 //! Results go to `bench/results/`: `report.md` (every ratio next to its target),
 //! `results.json` (every raw figure, to compare two commits) and `throughput.svg`.
 
+mod gateway;
 mod kafka;
 mod micro;
 mod report;
@@ -63,11 +68,30 @@ struct Args {
     /// Where the report, JSON and chart are written.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Measures one group only: `zmq`, `kafka` (the embedded cluster), `apache`, `gateway`
+    /// or `boundary` (the report leaves the others empty).
+    #[arg(long, value_enum)]
+    only: Option<Group>,
     /// The `switchyard` binary to measure; by default the release build, built first.
     #[arg(long)]
     switchyard: Option<PathBuf>,
     #[command(subcommand)]
     role: Option<Role>,
+}
+
+/// Groups of measurements.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    /// ZeroMQ throughput and latency.
+    Zmq,
+    /// The embedded cluster.
+    Kafka,
+    /// Apache Kafka.
+    Apache,
+    /// The ZeroMQ gateway on Apache Kafka.
+    Gateway,
+    /// The plugin boundary.
+    Boundary,
 }
 
 /// Roles the harness runs itself in, as child processes, so each has its own CPU account.
@@ -129,16 +153,37 @@ fn main() -> anyhow::Result<()> {
         setup.rounds, setup.sizes, machine.cpu, machine.cores
     );
 
-    let zmq = zmq_runs::throughput(&setup)?;
-    let native_max = zmq
-        .iter()
-        .filter(|r| r.config == "router-native" && r.size == 100)
-        .map(|r| r.msgs_per_s)
-        .collect::<Vec<_>>();
-    let latency = zmq_runs::latency(&setup, results::median(&native_max))?;
-    let mut kafka = kafka::throughput(&setup)?;
-    kafka.extend(kafka::throughput_apache(&setup)?);
-    let micro = micro::boundary(&setup)?;
+    let runs = |group: Group| args.only.is_none_or(|only| only == group);
+    let (zmq, latency) = if runs(Group::Zmq) {
+        let zmq = zmq_runs::throughput(&setup)?;
+        let native_max = zmq
+            .iter()
+            .filter(|r| r.config == "router-native" && r.size == 100)
+            .map(|r| r.msgs_per_s)
+            .collect::<Vec<_>>();
+        let latency = zmq_runs::latency(&setup, results::median(&native_max))?;
+        (zmq, latency)
+    } else {
+        Default::default()
+    };
+    let mut kafka = Vec::new();
+    if runs(Group::Kafka) {
+        kafka.extend(kafka::throughput(&setup)?);
+    }
+    if runs(Group::Apache) {
+        kafka.extend(kafka::throughput_apache(&setup)?);
+    }
+    let mut replies = Vec::new();
+    if runs(Group::Gateway) {
+        let (gateway, answers) = gateway::runs(&setup)?;
+        kafka.extend(gateway);
+        replies = answers;
+    }
+    let micro = if runs(Group::Boundary) {
+        micro::boundary(&setup)?
+    } else {
+        Vec::new()
+    };
 
     let results = results::Results {
         machine,
@@ -147,6 +192,7 @@ fn main() -> anyhow::Result<()> {
         sizes: setup.sizes.clone(),
         throughput: zmq.into_iter().chain(kafka).collect(),
         latency,
+        replies,
         micro,
         took_s: started.elapsed().as_secs_f64(),
     };

@@ -8,8 +8,8 @@ use plotters::prelude::*;
 use serde_json::{Value, json};
 
 use crate::results::{
-    APACHE_CONFIGS, BATCHES, KAFKA_CONFIGS, LATENCY_CONFIGS, Latency, Results, Throughput,
-    ZMQ_CONFIGS, median,
+    APACHE_CONFIGS, BATCHES, GATEWAY_CONFIGS, KAFKA_CONFIGS, LATENCY_CONFIGS, Latency, Results,
+    Throughput, ZMQ_CONFIGS, median,
 };
 
 fn spread(values: &[f64]) -> (f64, f64) {
@@ -103,7 +103,7 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
         s.sort_by_key(|&x| (x != 100, x));
         s
     };
-    let pairs: [(&str, &str, &str, f64, &str); 6] = [
+    let pairs: [(&str, &str, &str, f64, &str); 7] = [
         (
             "router-wasm",
             "router-native",
@@ -145,6 +145,13 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
             "router-json / Python confluent-kafka JSON filter loop, on Apache Kafka",
             3.0,
             "≥ 3",
+        ),
+        (
+            "gateway-ack@apache",
+            "gateway-oneway@apache",
+            "ZeroMQ gateway, one DEALER: acknowledged (4 000 in flight) / one-way, on Apache Kafka",
+            0.8,
+            "≥ 0.80",
         ),
     ];
     for (a, b, what, target, label) in pairs {
@@ -335,6 +342,11 @@ pub fn markdown(r: &Results) -> String {
         .map(|c| ("ZeroMQ", *c))
         .chain(KAFKA_CONFIGS.iter().map(|c| ("Kafka (embedded)", *c)))
         .chain(APACHE_CONFIGS.iter().map(|c| ("Apache Kafka", *c)))
+        .chain(
+            GATEWAY_CONFIGS
+                .iter()
+                .map(|c| ("ZeroMQ gateway → Apache Kafka", *c)),
+        )
         .collect();
     for (transport, config) in configs {
         let mut line = format!("| {transport} | `{config}` |");
@@ -398,6 +410,30 @@ pub fn markdown(r: &Results) -> String {
         }
     }
 
+    let _ = writeln!(out, "\n## ZeroMQ gateway answers\n");
+    let _ = writeln!(
+        out,
+        "From sending a request to reading its answer, on Apache Kafka at 100 B: `gateway-ack`, one DEALER keeping 4 000 requests in flight (`max_in_flight = 4000`) (so mostly the queue ahead of it); `gateway-req`, a REQ client sending one request at a time (the producer's `linger.ms = 5` is part of every round trip). Medians over rounds, µs.\n"
+    );
+    let _ = writeln!(out, "| client | requests per round | p50 | p99 |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for config in ["gateway-ack", "gateway-req"] {
+        let rows: Vec<_> = r.replies.iter().filter(|x| x.config == config).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let pick = |f: fn(&crate::results::Reply) -> f64| {
+            median(&rows.iter().map(|x| f(x)).collect::<Vec<_>>())
+        };
+        let _ = writeln!(
+            out,
+            "| `{config}` | {} | {:.0} | {:.0} |",
+            rows[0].requests,
+            pick(|x| x.p50_us),
+            pick(|x| x.p99_us)
+        );
+    }
+
     let _ = writeln!(out, "\n## Plugin boundary\n");
     let _ = writeln!(
         out,
@@ -453,6 +489,7 @@ pub fn json(r: &Results) -> Value {
         })).collect::<Vec<_>>(),
         "throughput": r.throughput,
         "latency": r.latency,
+        "gateway_answers": r.replies,
         "boundary": r.micro,
     })
 }

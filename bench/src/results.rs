@@ -30,6 +30,10 @@ pub const APACHE_CONFIGS: [&str; 4] = [
     "python-json@apache",
 ];
 
+/// The ZeroMQ gateway's configurations on Apache Kafka, in the order each round runs them:
+/// one DEALER writing one-way, and the same acknowledged.
+pub const GATEWAY_CONFIGS: [&str; 2] = ["gateway-oneway@apache", "gateway-ack@apache"];
+
 /// The batch sizes measured.
 pub const BATCHES: [usize; 4] = [1, 16, 64, 256];
 
@@ -95,6 +99,44 @@ pub struct Latency {
     pub stage_p99_us: Option<f64>,
 }
 
+/// How long a gateway client waited for its answers: from sending a request to reading
+/// its answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reply {
+    /// `gateway-ack` (a pipelining DEALER) or `gateway-req` (a REQ client in lock-step).
+    pub config: String,
+    /// Which alternation.
+    pub round: usize,
+    /// Requests answered.
+    pub requests: usize,
+    /// Median, µs.
+    pub p50_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
+}
+
+impl Reply {
+    /// The percentiles of `latencies` (sorted in place).
+    pub fn from_latencies(
+        config: &str,
+        round: usize,
+        latencies: &mut [std::time::Duration],
+    ) -> Self {
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let i = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+            latencies.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+        };
+        Reply {
+            config: config.to_owned(),
+            round,
+            requests: latencies.len(),
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+        }
+    }
+}
+
 /// One boundary measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct Micro {
@@ -157,6 +199,8 @@ pub struct Results {
     pub throughput: Vec<Throughput>,
     /// Every latency measurement.
     pub latency: Vec<Latency>,
+    /// Every gateway answer-time measurement.
+    pub replies: Vec<Reply>,
     /// Every boundary measurement.
     pub micro: Vec<Micro>,
     /// Wall time of the whole run.

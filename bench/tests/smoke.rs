@@ -56,6 +56,11 @@ fn quick_run_on_tiny_counts_writes_a_complete_report() {
         "| 50 % | `router-wasm` |",
         "| `process`, batch 64 |",
         "| epoch deadline on / off",
+        "| ZeroMQ gateway, one DEALER: acknowledged (4 000 in flight) / one-way, on Apache Kafka | 100 B |",
+        "| ZeroMQ gateway → Apache Kafka | `gateway-oneway@apache` |",
+        "| ZeroMQ gateway → Apache Kafka | `gateway-ack@apache` |",
+        "| `gateway-ack` |",
+        "| `gateway-req` |",
     ] {
         assert!(report.contains(row), "no `{row}` in\n{report}");
     }
@@ -64,9 +69,11 @@ fn quick_run_on_tiny_counts_writes_a_complete_report() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("json"))
             .expect("valid JSON");
     let throughput = json["throughput"].as_array().expect("throughput");
-    // Eleven configurations (five ZeroMQ, two on the embedded cluster, four on Apache
-    // Kafka), two rounds, one size.
-    assert_eq!(throughput.len(), 22);
+    // Thirteen configurations (five ZeroMQ, two on the embedded cluster, four on Apache
+    // Kafka, two through the gateway), two rounds, one size.
+    assert_eq!(throughput.len(), 26);
+    // A pipelining and a lock-step gateway client per round.
+    assert_eq!(json["gateway_answers"].as_array().map(Vec::len), Some(4));
     assert!(
         throughput
             .iter()

@@ -18,7 +18,9 @@ use crate::pipeline::{Ack, OutRecord, Refused, Returned, Sink};
 
 /// Releases acknowledgements as deliveries are reported.
 struct AckContext {
-    output: String,
+    output: Arc<str>,
+    /// The topic, as a replying input's answer names it.
+    topic: Arc<str>,
     stats: Arc<OutputStats>,
 }
 
@@ -33,7 +35,7 @@ impl ProducerContext for AckContext {
                 if let Some(ack) = &ack.0 {
                     ack.stored(
                         &self.output,
-                        Some((message.topic(), message.partition(), message.offset())),
+                        Some((&self.topic, message.partition(), message.offset())),
                     );
                 }
                 return;
@@ -48,7 +50,7 @@ impl ProducerContext for AckContext {
         if is_permanent(e) {
             tracing::warn!(output = %self.output, error = %e, "the broker refused a record; it goes to its route's dead-letter output");
             ack.refused(|ack| Returned {
-                output: self.output.clone(),
+                output: self.output.to_string(),
                 reason: e.to_string(),
                 key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().unwrap_or_default().to_vec(),
@@ -139,7 +141,8 @@ impl KafkaSink {
         let config = super::producer_config(bootstrap, options);
         let producer = config
             .create_with_context(AckContext {
-                output: name.to_owned(),
+                output: name.into(),
+                topic: topic.into(),
                 stats: Arc::clone(&stats),
             })
             .with_context(|| format!("output `{name}`: cannot create a Kafka producer"))?;

@@ -9,6 +9,8 @@ use super::{Loaded, Metrics, RouteStats, snapshot};
 
 /// Picks one counter out of a route's counters.
 type RouteCounter = fn(&RouteStats) -> &AtomicU64;
+/// Picks one counter out of an input's counters.
+type InputCounter = fn(&super::InputStats) -> &AtomicU64;
 
 impl Metrics {
     /// Everything, with the version of the configuration `loaded`, in the Prometheus text
@@ -183,7 +185,7 @@ impl Metrics {
                 );
             }
         }
-        let reply_counters: [(&str, &str, fn(&super::InputStats) -> &AtomicU64); 2] = [
+        let reply_counters: [(&str, &str, InputCounter); 2] = [
             (
                 "switchyard_zmq_replies_duplicate_total",
                 "Requests answered with the result of an earlier one with the same id.",

@@ -235,15 +235,13 @@ impl Ack {
 
     /// Output `output` has the record this acknowledgement travelled with; for a Kafka
     /// output, at `topic`, `partition`, `offset`. Only a request keeps this.
-    pub fn stored(&self, output: &str, kafka: Option<(&str, i32, i64)>) {
+    pub fn stored(&self, output: &Arc<str>, kafka: Option<(&Arc<str>, i32, i64)>) {
         if let Some(request) = self.replying() {
             request.stored(
                 self.0.dead_letter,
                 Stored {
-                    output: output.to_owned(),
-                    topic: kafka.map(|(topic, _, _)| topic.to_owned()),
-                    partition: kafka.map(|(_, partition, _)| partition),
-                    offset: kafka.map(|(_, _, offset)| offset),
+                    output: Arc::clone(output),
+                    kafka: kafka.map(|(topic, p, o)| (Arc::clone(topic), p, o)),
                 },
             );
         }

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// One message a replying input accepted.
 #[derive(Debug)]
 pub struct Request {
-    /// Its number in its input, in arrival order.
-    seq: u64,
+    /// The client (peer identity) that sent it.
+    client: Arc<[u8]>,
     receipt: Mutex<Receipt>,
     settled: AtomicBool,
     completions: Arc<Completions>,
@@ -44,20 +44,16 @@ pub struct Receipt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     /// The output's name.
-    pub output: String,
-    /// The topic, for a Kafka output.
-    pub topic: Option<String>,
-    /// The partition, for a Kafka output.
-    pub partition: Option<i32>,
-    /// The offset, for a Kafka output.
-    pub offset: Option<i64>,
+    pub output: Arc<str>,
+    /// For a Kafka output: the topic, partition and offset.
+    pub kafka: Option<(Arc<str>, i32, i64)>,
 }
 
 impl Request {
-    /// Request number `seq` of the input whose completions are `completions`.
-    pub fn new(seq: u64, completions: &Arc<Completions>) -> Arc<Self> {
+    /// A request from `client` to the input whose completions are `completions`.
+    pub fn new(client: Arc<[u8]>, completions: &Arc<Completions>) -> Arc<Self> {
         Arc::new(Request {
-            seq,
+            client,
             receipt: Mutex::default(),
             settled: AtomicBool::new(false),
             completions: Arc::clone(completions),
@@ -66,18 +62,22 @@ impl Request {
 
     /// A request that is settled already with `receipt` (one the input answers itself,
     /// such as a malformed message).
-    pub fn settled(seq: u64, completions: &Arc<Completions>, receipt: Receipt) -> Arc<Self> {
+    pub fn settled(
+        client: Arc<[u8]>,
+        completions: &Arc<Completions>,
+        receipt: Receipt,
+    ) -> Arc<Self> {
         Arc::new(Request {
-            seq,
+            client,
             receipt: Mutex::new(receipt),
             settled: AtomicBool::new(true),
             completions: Arc::clone(completions),
         })
     }
 
-    /// Its number in its input.
-    pub fn seq(&self) -> u64 {
-        self.seq
+    /// The client that sent it.
+    pub fn client(&self) -> &Arc<[u8]> {
+        &self.client
     }
 
     fn lock(&self) -> MutexGuard<'_, Receipt> {
@@ -89,9 +89,9 @@ impl Request {
         self.settled.load(Ordering::Acquire)
     }
 
-    /// What happened to it so far (everything, once settled).
-    pub fn receipt(&self) -> Receipt {
-        self.lock().clone()
+    /// Reads what happened to it so far (everything, once settled).
+    pub fn read<T>(&self, f: impl FnOnce(&Receipt) -> T) -> T {
+        f(&self.lock())
     }
 
     /// An output acknowledged one of its records (a dead letter if `dead_letter`).
@@ -134,7 +134,7 @@ impl Request {
             );
         }
         self.settled.store(true, Ordering::Release);
-        self.completions.push(self.seq);
+        self.completions.push(Arc::clone(self));
     }
 }
 
@@ -142,7 +142,7 @@ impl Request {
 /// tells the thread so.
 #[derive(Debug)]
 pub struct Completions {
-    settled: Mutex<Vec<u64>>,
+    settled: Mutex<Vec<Arc<Request>>>,
     wake: UnixStream,
 }
 
@@ -165,9 +165,9 @@ impl Completions {
         ))
     }
 
-    fn push(&self, seq: u64) {
+    fn push(&self, request: Arc<Request>) {
         let mut settled = self.settled.lock().unwrap_or_else(PoisonError::into_inner);
-        settled.push(seq);
+        settled.push(request);
         if settled.len() == 1 {
             // One byte per empty-to-non-empty change; a full buffer already says "look".
             let _ = (&self.wake).write(&[1]);
@@ -176,7 +176,7 @@ impl Completions {
 
     /// The requests settled since the last call, in the order they settled. Reads the
     /// wake-up bytes first, so a request settling meanwhile wakes the thread again.
-    pub fn take(&self, waker: &mut Waker) -> Vec<u64> {
+    pub fn take(&self, waker: &mut Waker) -> Vec<Arc<Request>> {
         let mut buf = [0_u8; 64];
         loop {
             match waker.0.read(&mut buf) {

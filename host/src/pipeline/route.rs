@@ -437,21 +437,19 @@ fn isolate<M: Incoming>(
     verdicts
 }
 
-/// The route's own acknowledgement for the input run `ack` belongs to, made on first use.
+/// The route's own acknowledgement for the input run `ack` belongs to. Messages of one run
+/// are consecutive, so only the last child is looked at: a run met again later (rare) gets
+/// a second child, which completes the same run just as well.
 fn child_ack<'a>(
     children: &'a mut Vec<(Ack, Ack)>,
     ack: Option<&Ack>,
     returns: &Arc<Returns>,
 ) -> Option<&'a Ack> {
     let ack = ack?;
-    let at = match children.iter().position(|(input, _)| input.same(ack)) {
-        Some(at) => at,
-        None => {
-            children.push((ack.clone(), ack.child(returns)));
-            children.len() - 1
-        }
-    };
-    Some(&children[at].1)
+    if !children.last().is_some_and(|(input, _)| input.same(ack)) {
+        children.push((ack.clone(), ack.child(returns)));
+    }
+    children.last().map(|(_, child)| child)
 }
 
 /// Sends `rec` to every sink; the first refusal for good, if any (the others are logged).

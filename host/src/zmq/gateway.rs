@@ -21,25 +21,45 @@
 //!   the others.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-
 use crate::metrics::InputStats;
 use crate::pipeline::{Ack, Completions, Receipt, Request, Stored, Waker};
 
-/// Sends one answer's frames; the socket in the router, a list in tests.
+/// Sends one answer; the socket in the router, a list in tests.
 pub trait Replier {
-    /// Sends without blocking: `EAGAIN` when the client's queue is full, `EHOSTUNREACH`
-    /// when the client is gone.
-    fn reply(&mut self, frames: &[&[u8]]) -> Result<(), zmq::Error>;
+    /// Sends `[client, envelope..., "", body]` (no envelope: `[client, body]`) without
+    /// blocking: `EAGAIN` when the client's queue is full, `EHOSTUNREACH` when the client
+    /// is gone.
+    fn reply(
+        &mut self,
+        client: &[u8],
+        envelope: Option<&[Vec<u8>]>,
+        body: &[u8],
+    ) -> Result<(), zmq::Error>;
 }
 
 impl Replier for zmq::Socket {
-    fn reply(&mut self, frames: &[&[u8]]) -> Result<(), zmq::Error> {
-        self.send_multipart(frames.iter(), zmq::DONTWAIT)
+    fn reply(
+        &mut self,
+        client: &[u8],
+        envelope: Option<&[Vec<u8>]>,
+        body: &[u8],
+    ) -> Result<(), zmq::Error> {
+        let more = zmq::DONTWAIT | zmq::SNDMORE;
+        // A ROUTER refuses the first frame if the client is gone or full; once it takes the
+        // first, it takes the rest of the message.
+        self.send(client, more)?;
+        if let Some(envelope) = envelope {
+            for frame in envelope {
+                self.send(&frame[..], more)?;
+            }
+            self.send(&b""[..], more)?;
+        }
+        self.send(body, zmq::DONTWAIT)
     }
 }
 
@@ -72,18 +92,20 @@ pub struct Gateway {
     limits: Limits,
     completions: Arc<Completions>,
     waker: Waker,
-    next_seq: u64,
     next_ticket: u64,
     /// Each client's requests, in arrival order.
-    clients: HashMap<Vec<u8>, VecDeque<Slot>>,
+    clients: HashMap<Arc<[u8]>, VecDeque<Slot>>,
     /// Queued slots by arrival: (deadline, client, ticket). All share one timeout, so this
     /// is deadline order too. Entries of slots already answered leave from the front.
-    deadlines: VecDeque<(Instant, Vec<u8>, u64)>,
-    /// The clients waiting for each unsettled request, by request number.
-    waiting: HashMap<u64, Vec<Vec<u8>>>,
+    deadlines: VecDeque<(Instant, Arc<[u8]>, u64)>,
+    /// Clients with a retry waiting for a request still in flight, by the request's
+    /// address.
+    retries: HashMap<usize, Vec<Arc<[u8]>>>,
     /// Clients whose next answer found their queue full.
-    blocked: HashSet<Vec<u8>>,
+    blocked: HashSet<Arc<[u8]>>,
     dedup: Dedup,
+    /// The answer being written, reused.
+    body: String,
     stats: Arc<InputStats>,
 }
 
@@ -95,13 +117,13 @@ impl Gateway {
             limits,
             completions,
             waker,
-            next_seq: 0,
             next_ticket: 0,
             clients: HashMap::new(),
             deadlines: VecDeque::new(),
-            waiting: HashMap::new(),
+            retries: HashMap::new(),
             blocked: HashSet::new(),
             dedup: Dedup::new(limits.dedup_window),
+            body: String::with_capacity(256),
             stats,
         })
     }
@@ -130,6 +152,14 @@ impl Gateway {
             .min(blocked)
     }
 
+    /// The client's key, shared by its requests.
+    fn key(&self, client: &[u8]) -> (Arc<[u8]>, usize) {
+        match self.clients.get_key_value(client) {
+            Some((key, queue)) => (Arc::clone(key), queue.len()),
+            None => (Arc::from(client), 0),
+        }
+    }
+
     /// Takes in a request from `client`. Returns the acknowledgement its records travel
     /// with, or `None` when it was answered instead (`busy`, or a retry of a remembered
     /// request).
@@ -141,29 +171,39 @@ impl Gateway {
         now: Instant,
         out: &mut impl Replier,
     ) -> Option<Ack> {
-        let queued = self.clients.get(client).map_or(0, VecDeque::len);
+        let (key, queued) = self.key(client);
         if queued >= self.limits.max_in_flight {
-            let body = json!({
-                "status": "busy",
-                "message": format!(
-                    "{queued} requests from this client are waiting for their answers; this one \
-                     was not accepted: send it again later"
-                ),
-            });
-            self.send(out, client, envelope.as_deref(), &body.to_string(), "busy");
+            self.body.clear();
+            let _ = write!(
+                self.body,
+                r#"{{"status":"busy","message":"{queued} requests from this client are waiting for their answers; this one was not accepted: send it again later"}}"#
+            );
+            match out.reply(client, envelope.as_deref(), self.body.as_bytes()) {
+                Ok(()) => self.stats.replied("busy"),
+                Err(zmq::Error::EHOSTUNREACH) => {
+                    self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
+                }
+                // A client that does not read its answers is not waited for here.
+                Err(_) => {}
+            }
             return None;
         }
         if let Some(first) = id.as_deref().and_then(|id| self.dedup.get(id)) {
-            self.queue(client, envelope, &first, true, now);
-            self.flush(client, out);
+            if !first.is_settled() {
+                self.retries
+                    .entry(address(&first))
+                    .or_default()
+                    .push(Arc::clone(&key));
+            }
+            self.queue(&key, envelope, first, true, now);
+            self.flush(&key, out);
             return None;
         }
-        let request = Request::new(self.next_seq, &self.completions);
-        self.next_seq += 1;
+        let request = Request::new(Arc::clone(&key), &self.completions);
         if let Some(id) = id {
             self.dedup.insert(id, Arc::clone(&request));
         }
-        self.queue(client, envelope, &request, false, now);
+        self.queue(&key, envelope, Arc::clone(&request), false, now);
         Some(Ack::request(request))
     }
 
@@ -178,40 +218,34 @@ impl Gateway {
         now: Instant,
         out: &mut impl Replier,
     ) {
+        let (key, _) = self.key(client);
         let receipt = Receipt {
             failed: Some((kind.to_owned(), message.to_owned())),
             ..Receipt::default()
         };
-        let request = Request::settled(self.next_seq, &self.completions, receipt);
-        self.next_seq += 1;
-        self.queue(client, envelope, &request, false, now);
-        self.flush(client, out);
+        let request = Request::settled(Arc::clone(&key), &self.completions, receipt);
+        self.queue(&key, envelope, request, false, now);
+        self.flush(&key, out);
     }
 
     fn queue(
         &mut self,
-        client: &[u8],
+        client: &Arc<[u8]>,
         envelope: Option<Vec<Vec<u8>>>,
-        request: &Arc<Request>,
+        request: Arc<Request>,
         duplicate: bool,
         now: Instant,
     ) {
-        if !request.is_settled() {
-            self.waiting
-                .entry(request.seq())
-                .or_default()
-                .push(client.to_vec());
-        }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.deadlines
-            .push_back((now + self.limits.timeout, client.to_vec(), ticket));
+            .push_back((now + self.limits.timeout, Arc::clone(client), ticket));
         self.clients
-            .entry(client.to_vec())
+            .entry(Arc::clone(client))
             .or_default()
             .push_back(Slot {
                 ticket,
-                request: Arc::clone(request),
+                request,
                 envelope,
                 duplicate,
                 timed_out: false,
@@ -221,9 +255,14 @@ impl Gateway {
     /// Sends every answer that is ready: requests that settled, deadlines that passed, and
     /// answers that found their client's queue full before.
     pub fn answer(&mut self, now: Instant, out: &mut impl Replier) {
-        for seq in self.completions.take(&mut self.waker) {
-            for client in self.waiting.remove(&seq).unwrap_or_default() {
-                self.flush(&client, out);
+        for request in self.completions.take(&mut self.waker) {
+            self.flush(request.client(), out);
+            if !self.retries.is_empty()
+                && let Some(clients) = self.retries.remove(&address(&request))
+            {
+                for client in clients {
+                    self.flush(&client, out);
+                }
             }
         }
         while let Some((at, client, ticket)) = self.deadlines.front() {
@@ -236,7 +275,7 @@ impl Gateway {
             if !answered && *at > now {
                 break;
             }
-            let (ticket, client) = (*ticket, client.clone());
+            let (ticket, client) = (*ticket, Arc::clone(client));
             self.deadlines.pop_front();
             if answered {
                 continue;
@@ -257,7 +296,7 @@ impl Gateway {
 
     /// Answers every request still waiting `timeout` (the input is stopping).
     pub fn time_out_all(&mut self, out: &mut impl Replier) {
-        let clients: Vec<Vec<u8>> = self.clients.keys().cloned().collect();
+        let clients: Vec<Arc<[u8]>> = self.clients.keys().cloned().collect();
         for client in clients {
             if let Some(queue) = self.clients.get_mut(&client) {
                 for slot in queue.iter_mut() {
@@ -273,35 +312,28 @@ impl Gateway {
 
     /// Sends `client`'s answers that are ready, in order, up to the first that is not.
     fn flush(&mut self, client: &[u8], out: &mut impl Replier) {
-        let timeout_ms = self.limits.timeout.as_millis();
         let Some(queue) = self.clients.get_mut(client) else {
             return;
         };
+        let body = &mut self.body;
         while let Some(slot) = queue.front() {
-            let (body, status) = if slot.request.is_settled() {
-                let receipt = slot.request.receipt();
-                let (mut body, status) = render(&receipt);
-                if slot.duplicate {
-                    body["duplicate"] = Value::Bool(true);
-                }
-                (body, status)
+            body.clear();
+            let status = if slot.request.is_settled() {
+                slot.request
+                    .read(|receipt| render(receipt, slot.duplicate, body))
             } else if slot.timed_out {
-                let body = json!({
-                    "status": "timeout",
-                    "message": format!(
-                        "no acknowledgement within {timeout_ms} ms; the record may still be \
-                         delivered"
-                    ),
-                });
-                (body, "timeout")
+                let _ = write!(
+                    body,
+                    r#"{{"status":"timeout","message":"no acknowledgement within {} ms; the record may still be delivered"}}"#,
+                    self.limits.timeout.as_millis()
+                );
+                "timeout"
             } else {
                 break;
             };
-            let frames = frames(client, slot.envelope.as_deref(), &body.to_string());
-            let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-            match out.reply(&frames) {
+            match out.reply(client, slot.envelope.as_deref(), body.as_bytes()) {
                 Err(zmq::Error::EAGAIN) => {
-                    self.blocked.insert(client.to_vec());
+                    self.blocked.insert(Arc::from(client));
                     return;
                 }
                 Ok(()) => {
@@ -321,85 +353,119 @@ impl Gateway {
             self.clients.remove(client);
         }
     }
+}
 
-    /// Sends one answer that has no place in a queue (`busy`).
-    fn send(
-        &self,
-        out: &mut impl Replier,
-        client: &[u8],
-        envelope: Option<&[Vec<u8>]>,
-        body: &str,
-        status: &'static str,
-    ) {
-        let frames = frames(client, envelope, body);
-        let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        match out.reply(&frames) {
-            Ok(()) => self.stats.replied(status),
-            Err(zmq::Error::EHOSTUNREACH) => {
-                self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
-            }
-            // A client that does not read its answers is not waited for here.
-            Err(_) => {}
-        }
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // Settled requests queued here hold the queue itself: let them go.
+        drop(self.completions.take(&mut self.waker));
     }
 }
 
-/// An answer's frames: the client, what it sent before its delimiter and the delimiter,
-/// then the body.
-fn frames(client: &[u8], envelope: Option<&[Vec<u8>]>, body: &str) -> Vec<Vec<u8>> {
-    let mut frames = Vec::with_capacity(3 + envelope.map_or(0, <[_]>::len));
-    frames.push(client.to_vec());
-    if let Some(envelope) = envelope {
-        frames.extend(envelope.iter().cloned());
-        frames.push(Vec::new());
-    }
-    frames.push(body.as_bytes().to_vec());
-    frames
+/// A request's identity while it is in flight.
+fn address(request: &Arc<Request>) -> usize {
+    Arc::as_ptr(request) as usize
 }
 
-/// A settled request's answer and its status: `failed` over `rejected` over `ok` (some
-/// record stored) over `dropped`.
-pub fn render(receipt: &Receipt) -> (Value, &'static str) {
-    let stored = |s: &Stored| {
-        let mut v = json!({ "output": s.output });
-        if let (Some(topic), Some(partition), Some(offset)) = (&s.topic, s.partition, s.offset) {
-            v["topic"] = json!(topic);
-            v["partition"] = json!(partition);
-            v["offset"] = json!(offset);
-        }
-        v
-    };
-    let records: Vec<Value> = receipt.records.iter().map(stored).collect();
-    let dead_letter = receipt.dead_letters.first().map_or(Value::Null, stored);
-    if let Some((kind, message)) = &receipt.failed {
-        let mut body = json!({
-            "status": "failed",
-            "error": { "kind": kind, "message": message },
-            "records": records,
-        });
-        if !receipt.dead_letters.is_empty() {
-            body["dead_letter"] = dead_letter;
-        }
-        (body, "failed")
-    } else if let Some((plugin, reason)) = &receipt.rejected {
-        let body = json!({
-            "status": "rejected",
-            "plugin": plugin,
-            "reason": reason,
-            "dead_letter": dead_letter,
-            "records": records,
-        });
-        (body, "rejected")
-    } else if !records.is_empty() {
-        (json!({ "status": "ok", "records": records }), "ok")
+/// Writes a settled request's answer into `out` and returns its status: `failed` over
+/// `rejected` over `ok` (some record stored) over `dropped`.
+pub fn render(receipt: &Receipt, duplicate: bool, out: &mut String) -> &'static str {
+    let status = if receipt.failed.is_some() {
+        "failed"
+    } else if receipt.rejected.is_some() {
+        "rejected"
+    } else if !receipt.records.is_empty() {
+        "ok"
     } else {
-        let reason = if receipt.dropped {
-            "a plugin dropped it"
-        } else {
-            "no route took it"
-        };
-        (json!({ "status": "dropped", "reason": reason }), "dropped")
+        "dropped"
+    };
+    let _ = write!(out, r#"{{"status":"{status}""#);
+    match status {
+        "failed" => {
+            if let Some((kind, message)) = &receipt.failed {
+                out.push_str(r#","error":{"kind":"#);
+                string(out, kind);
+                out.push_str(r#","message":"#);
+                string(out, message);
+                out.push('}');
+            }
+        }
+        "rejected" => {
+            if let Some((plugin, reason)) = &receipt.rejected {
+                out.push_str(r#","plugin":"#);
+                string(out, plugin);
+                out.push_str(r#","reason":"#);
+                string(out, reason);
+            }
+        }
+        "dropped" => {
+            out.push_str(if receipt.dropped {
+                r#","reason":"a plugin dropped it""#
+            } else {
+                r#","reason":"no route took it""#
+            });
+        }
+        _ => {}
     }
+    if status == "rejected" || !receipt.dead_letters.is_empty() {
+        out.push_str(r#","dead_letter":"#);
+        match receipt.dead_letters.first() {
+            Some(stored) => record(out, stored),
+            None => out.push_str("null"),
+        }
+    }
+    if status != "dropped" {
+        out.push_str(r#","records":["#);
+        for (i, stored) in receipt.records.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            record(out, stored);
+        }
+        out.push(']');
+    }
+    if duplicate {
+        out.push_str(r#","duplicate":true"#);
+    }
+    out.push('}');
+    status
+}
+
+/// `{"output": ..., "topic": ..., "partition": ..., "offset": ...}` (a ZeroMQ output has
+/// its name only).
+fn record(out: &mut String, stored: &Stored) {
+    out.push_str(r#"{"output":"#);
+    string(out, &stored.output);
+    if let Some((topic, partition, offset)) = &stored.kafka {
+        out.push_str(r#","topic":"#);
+        string(out, topic);
+        let _ = write!(out, r#","partition":{partition},"offset":{offset}"#);
+    }
+    out.push('}');
+}
+
+/// `text` as a JSON string.
+fn string(out: &mut String, text: &str) {
+    out.push('"');
+    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The last N request ids, and the request each one started.
@@ -421,7 +487,7 @@ impl Dedup {
     /// The request `id` started, unless it failed (a failed request is tried again).
     fn get(&self, id: &[u8]) -> Option<Arc<Request>> {
         let request = self.ids.get(id)?;
-        let failed = request.is_settled() && request.receipt().failed.is_some();
+        let failed = request.is_settled() && request.read(|r| r.failed.is_some());
         (!failed).then(|| Arc::clone(request))
     }
 
@@ -443,6 +509,7 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     /// Answers as (client, frames after the client).
     #[derive(Default)]
@@ -453,17 +520,25 @@ mod tests {
     }
 
     impl Replier for Sent {
-        fn reply(&mut self, frames: &[&[u8]]) -> Result<(), zmq::Error> {
+        fn reply(
+            &mut self,
+            client: &[u8],
+            envelope: Option<&[Vec<u8>]>,
+            body: &[u8],
+        ) -> Result<(), zmq::Error> {
             if self.gone {
                 return Err(zmq::Error::EHOSTUNREACH);
             }
             if self.full {
                 return Err(zmq::Error::EAGAIN);
             }
-            self.answers.push((
-                frames[0].to_vec(),
-                frames[1..].iter().map(|f| f.to_vec()).collect(),
-            ));
+            let mut frames = Vec::new();
+            if let Some(envelope) = envelope {
+                frames.extend(envelope.iter().cloned());
+                frames.push(Vec::new());
+            }
+            frames.push(body.to_vec());
+            self.answers.push((client.to_vec(), frames));
             Ok(())
         }
     }
@@ -491,7 +566,7 @@ mod tests {
     }
 
     fn kafka(ack: &Ack, offset: i64) {
-        ack.stored("out", Some(("topic", 0, offset)));
+        ack.stored(&"out".into(), Some((&"topic".into(), 0, offset)));
     }
 
     #[test]
@@ -627,30 +702,45 @@ mod tests {
 
     #[test]
     fn statuses_rank_failed_rejected_ok_dropped() {
-        let stored = Stored {
-            output: "dlq".into(),
-            topic: Some("dlq".into()),
-            partition: Some(0),
-            offset: Some(1),
+        let answer = |receipt: &Receipt| {
+            let mut out = String::new();
+            let status = render(receipt, false, &mut out);
+            let body: Value = serde_json::from_str(&out).expect("JSON");
+            assert_eq!(body["status"], status);
+            body
         };
         let mut receipt = Receipt {
             dropped: true,
             ..Receipt::default()
         };
-        assert_eq!(render(&receipt).1, "dropped");
+        assert_eq!(
+            answer(&receipt),
+            json!({"status": "dropped", "reason": "a plugin dropped it"})
+        );
         receipt.records.push(Stored {
             output: "zmq".into(),
-            topic: None,
-            partition: None,
-            offset: None,
+            kafka: None,
         });
-        assert_eq!(render(&receipt).0["records"][0], json!({"output": "zmq"}));
-        receipt.rejected = Some(("filter".into(), "too small".into()));
-        receipt.dead_letters.push(stored);
-        let (body, status) = render(&receipt);
-        assert_eq!(status, "rejected");
-        assert_eq!(body["dead_letter"]["offset"], 1);
+        assert_eq!(
+            answer(&receipt),
+            json!({"status": "ok", "records": [{"output": "zmq"}]})
+        );
+        receipt.rejected = Some(("filter".into(), "not \"JSON\"\n".into()));
+        let body = answer(&receipt);
+        assert_eq!(body["reason"], "not \"JSON\"\n", "escaped and read back");
+        assert_eq!(body["dead_letter"], Value::Null);
+        receipt.dead_letters.push(Stored {
+            output: "dlq".into(),
+            kafka: Some(("dlq".into(), 0, 1)),
+        });
+        assert_eq!(answer(&receipt)["dead_letter"]["offset"], 1);
         receipt.failed = Some(("trap".into(), "unreachable".into()));
-        assert_eq!(render(&receipt).1, "failed");
+        let body = answer(&receipt);
+        assert_eq!(body["status"], "failed");
+        assert_eq!(
+            body["error"],
+            json!({"kind": "trap", "message": "unreachable"})
+        );
+        assert_eq!(body["dead_letter"]["topic"], "dlq");
     }
 }

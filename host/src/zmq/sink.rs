@@ -15,7 +15,7 @@ use crate::pipeline::{Ack, OutRecord, Sink};
 
 /// Sends on one socket.
 pub struct ZmqSink {
-    name: String,
+    name: Arc<str>,
     kind: ZmqSocketType,
     /// A `pub` that drops (instead of blocking) when a subscriber is full.
     drops: bool,
@@ -45,7 +45,7 @@ impl ZmqSink {
     ) -> anyhow::Result<Self> {
         let socket = super::open_socket(ctx, &format!("output `{name}`"), config)?;
         Ok(ZmqSink {
-            name: name.to_owned(),
+            name: name.into(),
             kind: *config.socket.get_ref(),
             drops: *config.socket.get_ref() == ZmqSocketType::Pub
                 && config.when_full == WhenFull::Drop,
