@@ -13,8 +13,13 @@ mod write;
 pub use read::{BatchReader, HeaderIter, Headers, MessageView, decode_result, is_all_pass};
 pub use write::{BatchWriter, ResultWriter};
 
-/// Version of the wire format written by this crate and accepted by its readers.
+/// Version of the wire format: every batch, and every result without a `reply`.
 pub const VERSION: u32 = 1;
+
+/// Version of a result that holds a `reply` (contract 0.1.1). Readers accept both; writers
+/// use it only when a result needs it, so a plugin that never replies still runs on a
+/// host of contract 0.1.0.
+pub const VERSION_REPLY: u32 = 2;
 
 /// The length value that marks an optional `bytes` field as absent.
 pub const ABSENT: u32 = u32::MAX;
@@ -57,6 +62,53 @@ pub enum Outcome {
     Reject(String),
     /// Replace the input with these messages (possibly none).
     Emit(Vec<Output>),
+    /// Answer the request this message is (from a ROUTER input with `reply = "ack"`), and
+    /// replace the input with the reply's messages (possibly none). For a message from any
+    /// other input this is an error of kind `reply`.
+    Reply(Reply),
+}
+
+impl Outcome {
+    /// Answers the request with `payload`, writing nothing.
+    pub fn reply(payload: impl Into<Vec<u8>>) -> Self {
+        Outcome::Reply(Reply::new(payload))
+    }
+}
+
+/// A plugin's answer to a request, and the messages it writes besides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// What the client reads.
+    pub payload: Vec<u8>,
+    /// Headers of the answer: sent in an envelope to a client of an input with
+    /// `envelope = true`, dropped otherwise.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Messages to write, as an `emit` would (possibly none).
+    pub emit: Vec<Output>,
+}
+
+impl Reply {
+    /// An answer with this payload that writes nothing.
+    pub fn new(payload: impl Into<Vec<u8>>) -> Self {
+        Reply {
+            payload: payload.into(),
+            ..Reply::default()
+        }
+    }
+
+    /// Appends a header to the answer.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Writes `output` besides answering.
+    #[must_use]
+    pub fn and_emit(mut self, output: Output) -> Self {
+        self.emit.push(output);
+        self
+    }
 }
 
 /// A message produced by a plugin.

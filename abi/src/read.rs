@@ -6,7 +6,7 @@
 //! are decoded only when a plugin reads them.
 
 use crate::write::FIXED;
-use crate::{ABSENT, DecodeError, Origin, Outcome, Output, Problem, VERSION};
+use crate::{ABSENT, DecodeError, Origin, Outcome, Output, Problem, Reply, VERSION, VERSION_REPLY};
 
 /// A bounds-checked reader over a byte slice.
 #[derive(Clone)]
@@ -114,8 +114,13 @@ impl<'a> Cursor<'a> {
     }
 
     fn version(&mut self) -> Result<(), DecodeError> {
+        self.version_of(&[VERSION]).map(|_| ())
+    }
+
+    /// Reads the version, which must be one of `known`.
+    fn version_of(&mut self, known: &[u32]) -> Result<u32, DecodeError> {
         match self.u32("version")? {
-            VERSION => Ok(()),
+            v if known.contains(&v) => Ok(v),
             other => Err(DecodeError {
                 offset: 0,
                 problem: Problem::Version(other),
@@ -401,6 +406,17 @@ impl<'a> Iterator for BatchReader<'a> {
     }
 }
 
+/// `u32 n | output{n}`.
+fn read_outputs(c: &mut Cursor<'_>) -> Result<Vec<Output>, DecodeError> {
+    let n = c.u32("emit count")? as usize;
+    // Each output takes at least 34 bytes: never trust `n` for an allocation.
+    let mut outputs = Vec::with_capacity(n.min(c.buf.len() / 34 + 1));
+    for _ in 0..n {
+        outputs.push(read_output(c)?);
+    }
+    Ok(outputs)
+}
+
 fn read_output(c: &mut Cursor<'_>) -> Result<Output, DecodeError> {
     let destination = c.opt_str("destination")?.map(str::to_owned);
     let key = c.opt_bytes("key")?.map(<[u8]>::to_vec);
@@ -432,7 +448,7 @@ pub fn is_all_pass(result: &[u8], expected: usize) -> bool {
 /// checked: the result comes from untrusted code.
 pub fn decode_result(result: &[u8], expected: usize) -> Result<Vec<Outcome>, DecodeError> {
     let mut c = Cursor::new(result);
-    c.version()?;
+    let version = c.version_of(&[VERSION, VERSION_REPLY])?;
     let at = c.pos;
     let count = c.u32("outcome count")?;
     if count as usize != expected {
@@ -451,14 +467,16 @@ pub fn decode_result(result: &[u8], expected: usize) -> Result<Vec<Outcome>, Dec
             0 => Outcome::Pass,
             1 => Outcome::Drop,
             2 => Outcome::Reject(c.str("reject reason")?.to_owned()),
-            3 => {
-                let n = c.u32("emit count")? as usize;
-                // Each output takes at least 34 bytes: never trust `n` for an allocation.
-                let mut outputs = Vec::with_capacity(n.min(c.buf.len() / 34 + 1));
-                for _ in 0..n {
-                    outputs.push(read_output(&mut c)?);
-                }
-                Outcome::Emit(outputs)
+            3 => Outcome::Emit(read_outputs(&mut c)?),
+            4 if version >= VERSION_REPLY => {
+                let payload = c.bytes("reply payload")?.to_vec();
+                let headers = c.headers()?.to_owned_checked()?;
+                let emit = read_outputs(&mut c)?;
+                Outcome::Reply(Reply {
+                    payload,
+                    headers,
+                    emit,
+                })
             }
             other => {
                 return Err(DecodeError {

@@ -105,6 +105,36 @@ fn result_round_trips() {
 }
 
 #[test]
+fn a_reply_round_trips_in_a_version_2_result_and_only_there() {
+    let reply = Outcome::Reply(
+        Reply::new("{\"total\": 3}")
+            .with_header("content-type", "application/json")
+            .and_emit(Output::new("order").to("audit")),
+    );
+    let outcomes = vec![Outcome::Pass, reply, Outcome::reply("")];
+    let mut w = ResultWriter::with_capacity(outcomes.len());
+    for o in &outcomes {
+        w.outcome(o);
+    }
+    let bytes = w.finish();
+    assert_eq!(bytes[0..4], VERSION_REPLY.to_le_bytes());
+    assert_eq!(decode_result(&bytes, outcomes.len()), Ok(outcomes));
+
+    // Without a reply, a result stays version 1, which contract 0.1.0 hosts read.
+    let mut w = ResultWriter::with_capacity(1);
+    w.outcome(&Outcome::Drop);
+    assert_eq!(w.finish()[0..4], VERSION.to_le_bytes());
+
+    // A reply tag in a version 1 result is refused.
+    let mut w = ResultWriter::with_capacity(1);
+    w.outcome(&Outcome::reply("x"));
+    let mut bytes = w.finish();
+    bytes[0..4].copy_from_slice(&VERSION.to_le_bytes());
+    let err = decode_result(&bytes, 1).expect_err("tag 4 in version 1");
+    assert!(err.to_string().contains("unknown outcome tag 4"), "{err}");
+}
+
+#[test]
 fn wrong_outcome_count_is_reported() {
     let mut w = ResultWriter::with_capacity(1);
     w.pass();

@@ -224,6 +224,27 @@ impl ResultWriter {
     /// Appends `emit` with its outputs.
     pub fn emit(&mut self, outputs: &[Output]) {
         self.tag(3);
+        self.outputs(outputs);
+    }
+
+    /// Appends `reply`: the answer's payload and headers, and the outputs it writes. The
+    /// result becomes version [`crate::VERSION_REPLY`].
+    pub fn reply(&mut self, reply: &crate::Reply) {
+        self.buf[0..4].copy_from_slice(&crate::VERSION_REPLY.to_le_bytes());
+        self.tag(4);
+        put_bytes(&mut self.buf, &reply.payload);
+        put_headers(
+            &mut self.buf,
+            reply
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice())),
+        );
+        self.outputs(&reply.emit);
+    }
+
+    /// `u32 n | output{n}`.
+    fn outputs(&mut self, outputs: &[Output]) {
         let buf = &mut self.buf;
         put_u32(buf, u32::try_from(outputs.len()).unwrap_or(u32::MAX));
         for out in outputs {
@@ -246,6 +267,7 @@ impl ResultWriter {
             crate::Outcome::Drop => self.drop_message(),
             crate::Outcome::Reject(reason) => self.reject(reason),
             crate::Outcome::Emit(outputs) => self.emit(outputs),
+            crate::Outcome::Reply(reply) => self.reply(reply),
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! A plugin is a type that implements [`Plugin`]: it is built once from its route's
 //! configuration and then decides, for every message, one [`Outcome`]: pass it on, drop it,
-//! reject it to the dead-letter output, or emit new messages in its place. One line,
+//! reject it to the dead-letter output, emit new messages in its place, or answer the client
+//! that sent it ([`Outcome::Reply`], for a request to a ZeroMQ gateway). One line,
 //! [`export!`], turns the type into a WebAssembly component the router can load.
 //!
 //! ```
@@ -71,7 +72,7 @@ pub use config::Config;
 pub use host::{counter, log};
 pub use level::Level;
 pub use message::{Headers, Message, Origin};
-pub use switchyard_abi::{Outcome, Output};
+pub use switchyard_abi::{Outcome, Output, Reply};
 
 /// A Switchyard plugin.
 ///

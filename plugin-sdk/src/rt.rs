@@ -64,6 +64,7 @@ fn process_batch<P: Plugin>(plugin: &mut P, batch: &[u8]) -> Vec<u8> {
             Outcome::Drop => out.drop_message(),
             Outcome::Reject(reason) => out.reject(&reason),
             Outcome::Emit(outputs) => out.emit(&outputs),
+            Outcome::Reply(reply) => out.reply(&reply),
         }
     }
     out.finish()

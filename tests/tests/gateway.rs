@@ -1,7 +1,8 @@
 //! The ZeroMQ gateway: a ROUTER input with `reply = "ack"`, driven by zmq crate clients on
 //! both brokers. A DEALER, a REQ client and a pipelining DEALER get one answer per
 //! request, in order, whose offsets hold exactly what they sent; every status is produced
-//! and read back; a client that retries until `ok` loses nothing when the router is killed.
+//! and read back; a plugin answers requests itself, after the acknowledgement or at once;
+//! a client that retries until `ok` loses nothing when the router is killed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -21,6 +22,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 on_both_brokers!(
     request_and_reply,
     every_status,
+    a_plugin_computes_the_reply,
     a_killed_router_loses_nothing_a_client_saw_ok
 );
 
@@ -322,6 +324,107 @@ fn every_status(kind: BrokerKind) {
         kinds,
         ["reject", "trap"],
         "what reached the dead-letter topic"
+    );
+    assert!(router.is_running(), "the router is alive");
+}
+
+/// `price_quote` answers requests on two gateways, one replying once the order is
+/// recorded and one at once, and is given a message from a PULL input, which cannot be
+/// answered.
+fn a_plugin_computes_the_reply(kind: BrokerKind) {
+    let broker = Broker::start(kind, &["requests:4", "dlq:1"]);
+    let scratch = Scratch::new("gateway-plugin");
+    let (acked, immediate, pull) = (free_port(), free_port(), free_port());
+    let quote = format!(
+        r#"[{{ path = "{}", config = {{ "price.apple" = "0.5" }} }}]"#,
+        plugins::PRICE_QUOTE
+    );
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[kafka.main]
+bootstrap = "{bootstrap}"
+
+[inputs.acked]
+zmq = {{ socket = "router", bind = "tcp://127.0.0.1:{acked}", reply = "ack" }}
+[inputs.immediate]
+zmq = {{ socket = "router", bind = "tcp://127.0.0.1:{immediate}", reply = "ack" }}
+[inputs.pull]
+zmq = {{ socket = "pull", bind = "tcp://127.0.0.1:{pull}" }}
+
+[outputs.requests]
+kafka = {{ cluster = "main", topic = "requests" }}
+[outputs.dlq]
+kafka = {{ cluster = "main", topic = "dlq" }}
+
+[[routes]]
+name = "acked"
+from = ["acked", "pull"]
+plugins = {quote}
+to = ["requests"]
+dead_letter = "dlq"
+
+[[routes]]
+name = "immediate"
+from = ["immediate"]
+plugins = {quote}
+to = ["requests"]
+dead_letter = "dlq"
+reply_when = "immediate"
+"#,
+            bootstrap = broker.bootstrap(),
+        ),
+    );
+    let mut router = start(&cfg, &scratch.path("router.log"), "127.0.0.1:0");
+    let ctx = zmq::Context::new();
+    let dealer = zmq_connect(&ctx, zmq::DEALER, acked);
+
+    let answer = ask(&dealer, "q-1", r#"{"item": "apple", "qty": 3}"#);
+    assert_eq!(
+        answer,
+        serde_json::json!({"item": "apple", "qty": 3, "total": 1.5}),
+        "the plugin's answer, not a status"
+    );
+    // Answered after the acknowledgement: the order is in the topic already.
+    let orders = read_all(broker.bootstrap(), "requests", Duration::from_secs(1));
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].header("quote-total"), Some("1.5"));
+
+    let rejected = ask(&dealer, "q-2", r#"{"item": "plum", "qty": 1}"#);
+    assert_eq!(rejected["status"], "rejected", "{rejected}");
+    assert_eq!(rejected["reason"], "no price for `plum`");
+
+    // With the broker frozen, the immediate route answers and the acknowledged one waits.
+    broker.pause();
+    let fast = zmq_connect(&ctx, zmq::DEALER, immediate);
+    fast.send(r#"{"item": "apple", "qty": 2}"#, 0)
+        .expect("send");
+    dealer
+        .send_multipart([&b"q-3"[..], b"", br#"{"item": "apple", "qty": 4}"#], 0)
+        .expect("send");
+    let now = recv(&fast, DEADLINE).expect("an immediate answer while the broker is frozen");
+    assert_eq!(body(&now)["total"], 1.0);
+    assert!(
+        recv(&dealer, Duration::from_millis(1500)).is_none(),
+        "an acknowledged answer waits for the broker"
+    );
+    broker.resume();
+    let later = recv(&dealer, DEADLINE).expect("answered once the broker is back");
+    assert_eq!(body(&later)["total"], 2.0);
+
+    // A message no client waits for cannot be answered: it is dead-lettered as `reply`.
+    let push = zmq_connect(&ctx, zmq::PUSH, pull);
+    push.send(r#"{"item": "apple", "qty": 1}"#, 0)
+        .expect("send");
+    let mut dead = Vec::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            dead = read_all(broker.bootstrap(), "dlq", Duration::from_millis(300));
+            dead.iter()
+                .any(|r| r.header("switchyard-error-kind") == Some("reply"))
+        }),
+        "dead letters: {dead:?}"
     );
     assert!(router.is_running(), "the router is alive");
 }

@@ -31,6 +31,37 @@ fn passthrough() {
     assert!(empty.is_empty());
 }
 
+/// A component built for contract 0.1.0 (the passthrough with its interface names set back
+/// to 0.1.0, bytes of equal length) loads and runs on this host of 0.1.1.
+#[test]
+fn a_plugin_built_for_contract_0_1_0_still_loads() {
+    let mut wasm = std::fs::read(plugins::PASSTHROUGH).expect("read the passthrough");
+    let mut replaced = 0;
+    for name in [
+        &b"switchyard:plugin/host@0.1.1"[..],
+        b"switchyard:plugin/handler@0.1.1",
+    ] {
+        let mut at = 0;
+        while let Some(i) = wasm[at..].windows(name.len()).position(|w| w == name) {
+            let end = at + i + name.len();
+            wasm[end - 1] = b'0';
+            replaced += 1;
+            at = end;
+        }
+    }
+    assert!(replaced >= 2, "the component names its imports and exports");
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let old = dir.path().join("passthrough-0.1.0.wasm");
+    std::fs::write(&old, &wasm).expect("write");
+    let loaded = load(
+        &runtime(),
+        &old.display().to_string(),
+        PluginLimits::default(),
+    );
+    let mut p = PluginInstance::new(loaded, Vec::new()).expect("init");
+    assert_eq!(process(&mut p, &[(None, "a", &[])]), vec![Outcome::Pass]);
+}
+
 #[test]
 fn json_filter() {
     let mut p = instance(
@@ -51,6 +82,26 @@ fn json_filter() {
     assert!(matches!(&out[3], Outcome::Reject(r) if r.starts_with("payload is not JSON")));
     assert_eq!(out[4], Outcome::Drop);
     assert_eq!(p.counters().get("filtered_out"), Some(&2));
+}
+
+#[test]
+fn price_quote() {
+    let mut p = instance(plugins::PRICE_QUOTE, &[("price.apple", "0.5")]);
+    let out = process(
+        &mut p,
+        &[
+            (Some("c-1"), r#"{"item": "apple", "qty": 4}"#, &[]),
+            (None, r#"{"item": "kiwi", "qty": 1}"#, &[]),
+        ],
+    );
+    let Outcome::Reply(reply) = &out[0] else {
+        panic!("expected a reply, got {:?}", out[0]);
+    };
+    assert_eq!(reply.payload, br#"{"item":"apple","qty":4,"total":2.0}"#);
+    assert_eq!(reply.emit.len(), 1, "the order is written besides");
+    assert_eq!(reply.emit[0].key.as_deref(), Some(&b"c-1"[..]));
+    assert_eq!(out[1], Outcome::Reject("no price for `kiwi`".into()));
+    assert_eq!(p.counters().get("quoted"), Some(&1));
 }
 
 #[test]

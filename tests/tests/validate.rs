@@ -149,6 +149,12 @@ fn each_kind_of_error_is_named_with_its_place() {
             "unknown variant `always`, expected `none` or `ack`",
         ),
         (
+            "reply-when-without-a-replying-input",
+            "dead_letter = \"dead\"",
+            "dead_letter = \"dead\"\nreply_when = \"immediate\"",
+            "17:14: route `orders`: `reply_when` applies to routes that read a `router` input",
+        ),
+        (
             "plugin-dir",
             "[kafka.main]",
             "plugin_dir = \"nowhere\"\n[kafka.main]",

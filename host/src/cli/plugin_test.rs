@@ -29,6 +29,7 @@ struct Tally {
     pass: u64,
     drop: u64,
     emit: u64,
+    reply: u64,
     reject: u64,
     error: u64,
     invalid_lines: u64,
@@ -102,6 +103,7 @@ pub(super) fn run(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
             "pass": tally.pass,
             "drop": tally.drop,
             "emit": tally.emit,
+            "reply": tally.reply,
             "reject": tally.reject,
             "error": tally.error,
             "invalid_lines": tally.invalid_lines,
@@ -158,6 +160,19 @@ fn run_batch(
                 let messages: Vec<Value> = outputs.iter().map(output_json).collect();
                 json!({"line": m.line, "outcome": "emit", "messages": messages})
             }
+            Ok(Outcome::Reply(reply)) => {
+                tally.reply += 1;
+                let messages: Vec<Value> = reply.emit.iter().map(output_json).collect();
+                let mut answer = json!({"payload": bytes_json(&reply.payload)});
+                if !reply.headers.is_empty() {
+                    answer["headers"] = reply
+                        .headers
+                        .iter()
+                        .map(|(n, v)| json!([n, bytes_json(v)]))
+                        .collect();
+                }
+                json!({"line": m.line, "outcome": "reply", "reply": answer, "messages": messages})
+            }
             Err((kind, message)) => {
                 tally.error += 1;
                 json!({"line": m.line, "outcome": "error", "kind": kind, "message": message})
@@ -179,7 +194,12 @@ fn check_destinations(
     outcome: &Outcome,
     declared: &[String],
 ) -> Result<Outcome, (&'static str, String)> {
-    if let Outcome::Emit(outputs) = outcome
+    let outputs = match outcome {
+        Outcome::Emit(outputs) => Some(outputs),
+        Outcome::Reply(reply) => Some(&reply.emit),
+        _ => None,
+    };
+    if let Some(outputs) = outputs
         && let Some(bad) = outputs
             .iter()
             .filter_map(|o| o.destination.as_deref())

@@ -362,6 +362,17 @@ pub enum ReplyMode {
     Ack,
 }
 
+/// When a plugin's reply is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyWhen {
+    /// Once every record the request produced is acknowledged.
+    #[default]
+    Ack,
+    /// As soon as the plugin gives it: its records may still fail.
+    Immediate,
+}
+
 impl ZmqEndpoint {
     /// How long a request waits for its acknowledgements unless the input says otherwise.
     pub const REPLY_TIMEOUT_MS: u64 = 30_000;
@@ -450,6 +461,10 @@ pub struct RouteConfig {
     pub destinations: BTreeMap<String, Spanned<String>>,
     /// Output for rejected messages and plugin failures.
     pub dead_letter: Option<Spanned<String>>,
+    /// When a plugin's reply to a request (from a ROUTER input with `reply = "ack"`) is
+    /// sent: `"ack"` once the request's records are acknowledged, or `"immediate"` as soon
+    /// as the plugin gives it. Default `"ack"`.
+    pub reply_when: Option<Spanned<ReplyWhen>>,
 }
 
 /// `when`: declarative predicates, all of which must hold.

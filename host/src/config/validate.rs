@@ -199,6 +199,23 @@ pub fn validate(
                 }
             }
         }
+        if let Some(when) = &r.reply_when {
+            let replies = r.from.iter().any(|input| {
+                config
+                    .inputs
+                    .get(input.get_ref())
+                    .and_then(|i| i.get_ref().zmq.as_ref())
+                    .is_some_and(|z| z.get_ref().reply == super::ReplyMode::Ack)
+            });
+            if !replies {
+                p(Located::on(
+                    when,
+                    format!(
+                        "{what}: `reply_when` applies to routes that read a `router` input with `reply = \"ack\"`"
+                    ),
+                ));
+            }
+        }
         for plugin in &r.plugins {
             check_plugin(&what, plugin, base_dir, runtime, &mut p);
         }

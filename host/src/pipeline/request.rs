@@ -22,6 +22,8 @@ pub struct Request {
     client: Arc<[u8]>,
     receipt: Mutex<Receipt>,
     settled: AtomicBool,
+    /// A plugin's answer is to be sent as soon as it is given (`reply_when = "immediate"`).
+    early: AtomicBool,
     completions: Arc<Completions>,
 }
 
@@ -38,6 +40,8 @@ pub struct Receipt {
     pub rejected: Option<(String, String)>,
     /// Its first failure: an error kind and a message.
     pub failed: Option<(String, String)>,
+    /// A plugin's answer: payload and headers (the first one is kept).
+    pub reply: Option<(Vec<u8>, Vec<(String, Vec<u8>)>)>,
 }
 
 /// A record an output has: the output, and where Kafka stored it.
@@ -56,6 +60,7 @@ impl Request {
             client,
             receipt: Mutex::default(),
             settled: AtomicBool::new(false),
+            early: AtomicBool::new(false),
             completions: Arc::clone(completions),
         })
     }
@@ -71,6 +76,7 @@ impl Request {
             client,
             receipt: Mutex::new(receipt),
             settled: AtomicBool::new(true),
+            early: AtomicBool::new(false),
             completions: Arc::clone(completions),
         })
     }
@@ -101,6 +107,27 @@ impl Request {
             receipt.dead_letters.push(stored);
         } else {
             receipt.records.push(stored);
+        }
+    }
+
+    /// Whether a plugin's answer may go before the request settles.
+    pub fn answers_early(&self) -> bool {
+        self.early.load(Ordering::Acquire)
+    }
+
+    /// A plugin answered it with `payload` and `headers`, to be sent once it settles, or at
+    /// once if `now`. The first answer is kept.
+    pub fn replied(self: &Arc<Self>, payload: Vec<u8>, headers: Vec<(String, Vec<u8>)>, now: bool) {
+        {
+            let mut receipt = self.lock();
+            if receipt.reply.is_some() {
+                return;
+            }
+            receipt.reply = Some((payload, headers));
+        }
+        if now {
+            self.early.store(true, Ordering::Release);
+            self.completions.push(Arc::clone(self));
         }
     }
 

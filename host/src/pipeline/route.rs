@@ -28,6 +28,9 @@ pub struct RouteSpec {
     pub dead_letter: Option<Arc<dyn Sink>>,
     /// Counters.
     pub stats: Arc<RouteStats>,
+    /// Whether a plugin's reply goes out as soon as it is given, before the request's
+    /// records are acknowledged (`reply_when = "immediate"`).
+    pub reply_now: bool,
 }
 
 /// A message on its way through the chain: the input itself, or something a plugin emitted
@@ -144,6 +147,31 @@ impl RouteRunner {
                     Ok(Outcome::Emit(outputs)) => {
                         next.extend(outputs.into_iter().map(|o| (i, Item::Emitted(Box::new(o)))));
                     }
+                    Ok(Outcome::Reply(reply)) => match batch[i].ack().and_then(Ack::replying) {
+                        Some(request) => {
+                            request.replied(reply.payload, reply.headers, self.spec.reply_now);
+                            next.extend(
+                                reply
+                                    .emit
+                                    .into_iter()
+                                    .map(|o| (i, Item::Emitted(Box::new(o)))),
+                            );
+                        }
+                        None => {
+                            let message = "the plugin replied to a message no client waits for: \
+                                           only a ROUTER input with `reply = \"ack\"` takes replies";
+                            tracing::warn!(
+                                route,
+                                plugin = compiled.name(),
+                                kind = "reply",
+                                "{message}"
+                            );
+                            RouteStats::add(&stats.failed, 1);
+                            plugin_stats.error("reply", 1);
+                            dead.entry(i)
+                                .or_insert_with(|| blame("reply", message.to_owned()));
+                        }
+                    },
                     Ok(Outcome::Reject(reason)) => {
                         RouteStats::add(&stats.rejected, 1);
                         dead.entry(i).or_insert_with(|| blame("reject", reason));

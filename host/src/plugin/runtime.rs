@@ -181,7 +181,9 @@ impl PluginRuntime {
             })?;
         let pre = PluginPre::new(pre).map_err(|e| PluginError::Link {
             path: path.to_owned(),
-            message: format!("it does not export `switchyard:plugin/handler@0.1.0`: {e:#}"),
+            message: format!(
+                "it does not export `switchyard:plugin/handler@0.1` (0.1.0 or later): {e:#}"
+            ),
         })?;
 
         let hash = digest.iter().map(|b| format!("{b:02x}")).collect();

@@ -317,6 +317,10 @@ impl Planner<'_> {
                         .collect(),
                     dead_letter: route.dead_letter.as_ref().map(|o| sink(o.get_ref())),
                     stats: self.staged.route(metrics, route.name.get_ref()),
+                    reply_now: route
+                        .reply_when
+                        .as_ref()
+                        .is_some_and(|w| *w.get_ref() == crate::config::ReplyWhen::Immediate),
                 };
                 let chain = if self.router.options.native_identity {
                     &[][..]

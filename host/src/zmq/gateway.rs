@@ -31,14 +31,14 @@ use crate::pipeline::{Ack, Completions, Receipt, Request, Stored, Waker};
 
 /// Sends one answer; the socket in the router, a list in tests.
 pub trait Replier {
-    /// Sends `[client, envelope..., "", body]` (no envelope: `[client, body]`) without
-    /// blocking: `EAGAIN` when the client's queue is full, `EHOSTUNREACH` when the client
-    /// is gone.
+    /// Sends `[client, envelope..., "", body...]` (no envelope: `[client, body...]`)
+    /// without blocking: `EAGAIN` when the client's queue is full, `EHOSTUNREACH` when the
+    /// client is gone.
     fn reply(
         &mut self,
         client: &[u8],
         envelope: Option<&[Vec<u8>]>,
-        body: &[u8],
+        body: &[&[u8]],
     ) -> Result<(), zmq::Error>;
 }
 
@@ -47,7 +47,7 @@ impl Replier for zmq::Socket {
         &mut self,
         client: &[u8],
         envelope: Option<&[Vec<u8>]>,
-        body: &[u8],
+        body: &[&[u8]],
     ) -> Result<(), zmq::Error> {
         let more = zmq::DONTWAIT | zmq::SNDMORE;
         // A ROUTER refuses the first frame if the client is gone or full; once it takes the
@@ -59,7 +59,13 @@ impl Replier for zmq::Socket {
             }
             self.send(&b""[..], more)?;
         }
-        self.send(body, zmq::DONTWAIT)
+        let Some((last, rest)) = body.split_last() else {
+            return self.send(&b""[..], zmq::DONTWAIT);
+        };
+        for frame in rest {
+            self.send(*frame, more)?;
+        }
+        self.send(*last, zmq::DONTWAIT)
     }
 }
 
@@ -72,6 +78,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Request ids remembered (0: none).
     pub dedup_window: usize,
+    /// Whether the input speaks in envelopes: a plugin's reply then carries its headers.
+    pub envelope: bool,
 }
 
 /// A request's place in its client's queue.
@@ -178,7 +186,7 @@ impl Gateway {
                 self.body,
                 r#"{{"status":"busy","message":"{queued} requests from this client are waiting for their answers; this one was not accepted: send it again later"}}"#
             );
-            match out.reply(client, envelope.as_deref(), self.body.as_bytes()) {
+            match out.reply(client, envelope.as_deref(), &[self.body.as_bytes()]) {
                 Ok(()) => self.stats.replied("busy"),
                 Err(zmq::Error::EHOSTUNREACH) => {
                     self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
@@ -316,22 +324,46 @@ impl Gateway {
             return;
         };
         let body = &mut self.body;
+        let limits = self.limits;
         while let Some(slot) = queue.front() {
-            body.clear();
-            let status = if slot.request.is_settled() {
-                slot.request
-                    .read(|receipt| render(receipt, slot.duplicate, body))
+            let settled = slot.request.is_settled();
+            let early = !settled && slot.request.answers_early();
+            let envelope = slot.envelope.as_deref();
+            let (sent, status) = if settled || early {
+                slot.request.read(|receipt| match &receipt.reply {
+                    // A plugin's answer, unless a record failed since it was given.
+                    Some((payload, headers)) if early || receipt.failed.is_none() => {
+                        let sent = if limits.envelope {
+                            let headers: Vec<(&str, &[u8])> = headers
+                                .iter()
+                                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                                .collect();
+                            let frames = super::envelope::encode(None, None, &headers, payload);
+                            let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+                            out.reply(client, envelope, &frames)
+                        } else {
+                            out.reply(client, envelope, &[payload])
+                        };
+                        (sent, "reply")
+                    }
+                    _ => {
+                        body.clear();
+                        let status = render(receipt, slot.duplicate, body);
+                        (out.reply(client, envelope, &[body.as_bytes()]), status)
+                    }
+                })
             } else if slot.timed_out {
+                body.clear();
                 let _ = write!(
                     body,
                     r#"{{"status":"timeout","message":"no acknowledgement within {} ms; the record may still be delivered"}}"#,
-                    self.limits.timeout.as_millis()
+                    limits.timeout.as_millis()
                 );
-                "timeout"
+                (out.reply(client, envelope, &[body.as_bytes()]), "timeout")
             } else {
                 break;
             };
-            match out.reply(client, slot.envelope.as_deref(), body.as_bytes()) {
+            match sent {
                 Err(zmq::Error::EAGAIN) => {
                     self.blocked.insert(Arc::from(client));
                     return;
@@ -524,7 +556,7 @@ mod tests {
             &mut self,
             client: &[u8],
             envelope: Option<&[Vec<u8>]>,
-            body: &[u8],
+            body: &[&[u8]],
         ) -> Result<(), zmq::Error> {
             if self.gone {
                 return Err(zmq::Error::EHOSTUNREACH);
@@ -537,7 +569,7 @@ mod tests {
                 frames.extend(envelope.iter().cloned());
                 frames.push(Vec::new());
             }
-            frames.push(body.to_vec());
+            frames.extend(body.iter().map(|f| f.to_vec()));
             self.answers.push((client.to_vec(), frames));
             Ok(())
         }
@@ -561,6 +593,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             max_in_flight,
             dedup_window,
+            envelope: false,
         };
         Gateway::new(limits, Arc::default()).expect("a socket pair")
     }

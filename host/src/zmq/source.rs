@@ -102,6 +102,7 @@ impl ZmqSource {
                     max_in_flight: config.max_in_flight.unwrap_or(ZmqEndpoint::MAX_IN_FLIGHT)
                         as usize,
                     dedup_window: config.dedup_window.unwrap_or(0) as usize,
+                    envelope: config.envelope,
                 };
                 Some(Gateway::new(limits, Arc::clone(stats))?)
             }
