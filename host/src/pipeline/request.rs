@@ -40,9 +40,12 @@ pub struct Receipt {
     pub rejected: Option<(String, String)>,
     /// Its first failure: an error kind and a message.
     pub failed: Option<(String, String)>,
-    /// A plugin's answer: payload and headers (the first one is kept).
-    pub reply: Option<(Vec<u8>, Vec<(String, Vec<u8>)>)>,
+    /// A plugin's answer (the first one is kept).
+    pub reply: Option<(Vec<u8>, Headers)>,
 }
+
+/// Headers, owned, in order.
+pub type Headers = Vec<(String, Vec<u8>)>;
 
 /// A record an output has: the output, and where Kafka stored it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +120,7 @@ impl Request {
 
     /// A plugin answered it with `payload` and `headers`, to be sent once it settles, or at
     /// once if `now`. The first answer is kept.
-    pub fn replied(self: &Arc<Self>, payload: Vec<u8>, headers: Vec<(String, Vec<u8>)>, now: bool) {
+    pub fn replied(self: &Arc<Self>, payload: Vec<u8>, headers: Headers, now: bool) {
         {
             let mut receipt = self.lock();
             if receipt.reply.is_some() {
