@@ -36,8 +36,16 @@ struct SourceContext {
     assigned: AtomicBool,
     /// Readiness, assignments and lag, for the admin endpoint.
     stats: Arc<InputStats>,
-    /// When the cluster stopped answering, while it does not.
-    cluster_down_since: Mutex<Option<Instant>>,
+    /// The current outage, if any.
+    outage: Mutex<Outage>,
+}
+
+/// An outage of the cluster, from the input's side: when it began, and when the cluster
+/// last came back (not announced until it has stayed back for [`STABLE`]).
+#[derive(Debug, Default)]
+struct Outage {
+    since: Option<Instant>,
+    back_since: Option<Instant>,
 }
 
 impl ClientContext for SourceContext {
@@ -71,10 +79,16 @@ impl ClientContext for SourceContext {
 /// consumer's fetches are answered at least every `fetch.wait.max.ms` (500 ms by default).
 const SILENT: Duration = Duration::from_secs(5);
 
+/// How long the cluster must answer before the end of an outage is announced. A broker
+/// that comes back from a freeze often drops its connections a second later (requests timed
+/// out meanwhile): that relapse belongs to the same outage and is not a new one.
+const STABLE: Duration = Duration::from_secs(5);
+
 impl SourceContext {
     /// Says (once when it starts, once when it ends) when no broker of the cluster answers,
-    /// or one that holds requests has been silent for [`SILENT`]: in the log and in
-    /// `/health/ready`.
+    /// or one that holds requests has been silent for [`SILENT`]: in `/health/ready` while it
+    /// lasts, and in the log when it starts and once the cluster has answered for
+    /// [`STABLE`].
     fn watch_cluster(&self, statistics: &Statistics) {
         let brokers: Vec<_> = statistics
             .brokers
@@ -110,29 +124,37 @@ impl SourceContext {
                     )
                 })
         };
+        let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
         match (problem, self.stats.has_problem("cluster")) {
             (Some(problem), false) => {
-                tracing::warn!("{problem}; waiting for it");
-                *self
-                    .cluster_down_since
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                if outage.back_since.take().is_none() {
+                    tracing::warn!("{problem}; waiting for it");
+                    outage.since = Some(Instant::now());
+                } else {
+                    tracing::debug!("{problem}: the outage goes on");
+                }
                 self.stats.set_problem("cluster", Some(problem));
             }
             (Some(problem), true) => {
                 self.stats.set_problem("cluster", Some(problem));
             }
             (None, true) => {
-                let since = self
-                    .cluster_down_since
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                let after_s = since.map_or(0, |t| t.elapsed().as_secs());
-                tracing::info!(after_s, "the cluster answers again");
+                // Ready again at once; said in the log once it lasts.
+                outage.back_since = Some(Instant::now());
                 self.stats.set_problem("cluster", None);
             }
-            (None, false) => {}
+            (None, false) => {
+                if let Some(back) = outage.back_since
+                    && back.elapsed() >= STABLE
+                {
+                    let after_s = outage
+                        .since
+                        .take()
+                        .map_or(0, |since| back.duration_since(since).as_secs());
+                    outage.back_since = None;
+                    tracing::info!(after_s, "the cluster answers again");
+                }
+            }
         }
     }
 }
@@ -245,7 +267,7 @@ impl KafkaSource {
                 revoked: AtomicBool::new(false),
                 assigned: AtomicBool::new(false),
                 stats,
-                cluster_down_since: Mutex::new(None),
+                outage: Mutex::default(),
             })
             .with_context(|| format!("input `{name}`: cannot create a Kafka consumer"))?;
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();

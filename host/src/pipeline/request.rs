@@ -174,6 +174,9 @@ impl Request {
 pub struct Completions {
     settled: Mutex<Vec<Arc<Request>>>,
     wake: UnixStream,
+    /// Set when the input has gone: nothing is queued any more (a queued request would
+    /// keep the queue alive through its own reference).
+    closed: AtomicBool,
 }
 
 /// The input thread's end of [`Completions`]: readable when a request settled.
@@ -190,12 +193,16 @@ impl Completions {
             Arc::new(Completions {
                 settled: Mutex::default(),
                 wake,
+                closed: AtomicBool::new(false),
             }),
             Waker(watch),
         ))
     }
 
     fn push(&self, request: Arc<Request>) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
         let mut settled = self.settled.lock().unwrap_or_else(PoisonError::into_inner);
         settled.push(request);
         if settled.len() == 1 {
@@ -217,6 +224,16 @@ impl Completions {
             }
         }
         std::mem::take(&mut *self.settled.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Completions {
+    /// The input has gone: drops what is queued and queues nothing more.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        drop(std::mem::take(
+            &mut *self.settled.lock().unwrap_or_else(PoisonError::into_inner),
+        ));
     }
 }
 

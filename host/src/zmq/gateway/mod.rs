@@ -395,8 +395,9 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        // Settled requests queued here hold the queue itself: let them go.
-        drop(self.completions.take(&mut self.waker));
+        // Settled requests queued here hold the queue itself: let them go, and stop
+        // queueing those that settle later.
+        self.completions.close();
     }
 }
 
