@@ -191,9 +191,8 @@ pub struct InputStats {
     /// that does not exist; `cluster`: no broker answers); set and cleared by the input,
     /// shown by `/health/ready`.
     problems: Mutex<BTreeMap<&'static str, String>>,
-    /// A replying input's answers, by status (`ok`, `rejected`, `dropped`, `failed`,
-    /// `timeout`, `busy`).
-    replies: Mutex<BTreeMap<&'static str, u64>>,
+    /// A replying input's answers, by status, in the order of [`REPLY_STATUSES`].
+    replies: [AtomicU64; REPLY_STATUSES.len()],
     /// Answers to requests sent again with a remembered id.
     pub duplicates: AtomicU64,
     /// Answers that found their client gone.
@@ -229,22 +228,21 @@ impl InputStats {
         }
     }
 
-    /// Counts one answer with `status`.
+    /// Counts one answer with `status` (one of [`REPLY_STATUSES`]).
     pub fn replied(&self, status: &'static str) {
-        *self
-            .replies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(status)
-            .or_default() += 1;
+        if let Some(i) = REPLY_STATUSES.iter().position(|s| *s == status) {
+            self.replies[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// The answers so far, by status.
-    pub fn replies(&self) -> BTreeMap<&'static str, u64> {
-        self.replies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// The answers so far, by status; statuses never sent are left out.
+    pub fn replies(&self) -> Vec<(&'static str, u64)> {
+        REPLY_STATUSES
+            .iter()
+            .zip(&self.replies)
+            .map(|(s, n)| (*s, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Replaces the lag figures.
@@ -252,6 +250,12 @@ impl InputStats {
         *self.lag.lock().unwrap_or_else(PoisonError::into_inner) = lag;
     }
 }
+
+/// The statuses of a replying input's answers: the gateway's JSON statuses, and `reply`
+/// for a plugin's own answer.
+pub const REPLY_STATUSES: [&str; 7] = [
+    "ok", "rejected", "dropped", "failed", "timeout", "busy", "reply",
+];
 
 /// Per-output counters.
 #[derive(Debug, Default)]
