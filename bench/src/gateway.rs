@@ -9,22 +9,20 @@
 //! `passthrough`, one Kafka output with the router's producer settings.
 
 use std::collections::VecDeque;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 
 use switchyard::kafka::{ApacheKafka, ApacheKafkaOptions};
 
+use crate::kafka::{PARTITIONS, written};
 use crate::results::{GATEWAY_CONFIGS, Reply, Throughput};
-use crate::setup::{Setup, cpu_seconds, free_port, json_payload};
+use crate::setup::{Killed, Setup, cpu_seconds, free_port, json_payload, run_router};
 
 /// The payload size measured.
 const SIZE: usize = 100;
-/// Partitions of every topic.
-const PARTITIONS: u32 = 16;
 /// Requests the pipelining client keeps in flight, and the input's `max_in_flight`: with
 /// the producer's `linger.ms = 5` an answer takes about 10 ms, so by Little's law a window
 /// of 1 000 (the default) caps one client near 100 k/s, below what the route can write.
@@ -33,16 +31,6 @@ const WINDOW: usize = 4000;
 const MESSAGES: usize = 200_000;
 /// Lock-step round trips per run, before scaling.
 const ROUND_TRIPS: usize = 2_000;
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Every gateway run: throughput of both configurations alternating, then the lock-step
 /// round trip, once per round.
@@ -115,10 +103,8 @@ fn router(
     } else {
         String::new()
     };
-    std::fs::write(
-        &file,
-        format!(
-            r#"[admin]
+    let config = format!(
+        r#"[admin]
 listen = "127.0.0.1:0"
 [reload]
 watch = "off"
@@ -134,19 +120,9 @@ from = ["in"]
 plugins = [{{ path = "{}" }}]
 to = ["out"]
 "#,
-            setup.plugin("passthrough").display()
-        ),
-    )?;
-    let log = std::fs::File::create(file.with_extension("log"))?;
-    let child = Command::new(&setup.switchyard)
-        .arg("run")
-        .arg(&file)
-        .env("SWITCHYARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting switchyard")?;
-    Ok(Killed(child))
+        setup.plugin("passthrough").display()
+    );
+    Ok(Killed(run_router(setup, &file, &config, &[])?))
 }
 
 /// A client socket of `kind` connected to the router on `port`, once a first request has
@@ -155,18 +131,6 @@ fn connect(ctx: &zmq::Context, kind: zmq::SocketType, port: u16) -> anyhow::Resu
     let socket = ctx.socket(kind)?;
     socket.connect(&format!("tcp://127.0.0.1:{port}"))?;
     Ok(socket)
-}
-
-/// Records ever written to `topic`.
-fn written(client: &BaseConsumer, topic: &str) -> i64 {
-    (0..PARTITIONS as i32)
-        .filter_map(|p| {
-            client
-                .fetch_watermarks(topic, p, Duration::from_secs(5))
-                .ok()
-        })
-        .map(|(_, high)| high)
-        .sum()
 }
 
 /// Waits until the router on `port` takes requests: a probe DEALER is answered, or for a

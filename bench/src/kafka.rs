@@ -21,12 +21,12 @@ use rdkafka::producer::{
 use switchyard::kafka::{ApacheKafka, ApacheKafkaOptions, consumer_config, producer_config};
 
 use crate::results::{APACHE_CONFIGS, KAFKA_CONFIGS, Throughput};
-use crate::setup::{Setup, cpu_seconds, json_payload};
+use crate::setup::{Killed, Setup, cpu_seconds, json_payload, run_router};
 
 /// The sizes measured on Apache Kafka.
 const APACHE_SIZES: [usize; 2] = [100, 1024];
 /// Partitions of every topic.
-const PARTITIONS: u32 = 16;
+pub const PARTITIONS: u32 = 16;
 /// The JSON filter of `router-json` and `python-json`: every payload of the harness passes
 /// it (amounts are 100–999), so both parse and test every record and forward all of them.
 const FILTER: (&str, &str) = ("amount", "100");
@@ -37,16 +37,6 @@ fn messages(size: usize) -> usize {
         0..=128 => 500_000,
         129..=2048 => 120_000,
         _ => 12_000,
-    }
-}
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -158,7 +148,7 @@ fn readable(client: &BaseConsumer, topic: &str) -> i64 {
 }
 
 /// Records ever written to `topic`.
-fn written(client: &BaseConsumer, topic: &str) -> i64 {
+pub fn written(client: &BaseConsumer, topic: &str) -> i64 {
     watermarks(client, topic).iter().map(|(_, high)| high).sum()
 }
 
@@ -288,10 +278,8 @@ fn middle(
         )
     };
     let file = setup.scratch.join(format!("{output}.toml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"[admin]
+    let config = format!(
+        r#"[admin]
 listen = "127.0.0.1:{}"
 [reload]
 watch = "off"
@@ -307,18 +295,9 @@ from = ["in"]
 plugins = [{plugin}]
 to = ["out"]
 "#,
-            admin.unwrap_or_default(),
-        ),
-    )?;
-    let log = std::fs::File::create(file.with_extension("log"))?;
-    Command::new(&setup.switchyard)
-        .arg("run")
-        .arg(&file)
-        .env("SWITCHYARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting switchyard")
+        admin.unwrap_or_default(),
+    );
+    run_router(setup, &file, &config, &[])
 }
 
 fn run_once(

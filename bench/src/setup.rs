@@ -1,7 +1,10 @@
 //! What every runner shares: the run's settings, and probes of the processes it measures
 //! (free ports, CPU time, the router's own metrics) and of the payloads it sends.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
 
 /// What one run needs to know.
 pub struct Setup {
@@ -130,6 +133,37 @@ pub fn json_payload(size: usize, seed: usize) -> Vec<u8> {
     p.extend((0..pad).map(|i| b'a' + ((i + seed) % 26) as u8));
     p.extend_from_slice(b"\"}");
     p
+}
+
+/// A child process killed when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Writes `config` to `file` and starts `switchyard run` on it (with `extra` arguments),
+/// logging at WARN to `file` with the extension `log`.
+pub fn run_router(
+    setup: &Setup,
+    file: &Path,
+    config: &str,
+    extra: &[&str],
+) -> anyhow::Result<Child> {
+    std::fs::write(file, config)?;
+    let log = std::fs::File::create(file.with_extension("log"))?;
+    Command::new(&setup.switchyard)
+        .arg("run")
+        .arg(file)
+        .args(extra)
+        .env("SWITCHYARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting switchyard")
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 
 use crate::results::{LATENCY_CONFIGS, Latency, Throughput, ZMQ_CONFIGS};
-use crate::setup::{Setup, cpu_seconds, free_port, json_payload};
+use crate::setup::{Setup, cpu_seconds, free_port, json_payload, run_router};
 
 /// Messages per run by size, before scaling: about a second each on 2 cores.
 fn messages(size: usize) -> usize {
@@ -92,10 +92,8 @@ fn start_middle(
             let file = setup.scratch.join(format!("{config}-{in_port}.toml"));
             let admin_port = free_port()?;
             admin = Some(admin_port);
-            std::fs::write(
-                &file,
-                format!(
-                    r#"[admin]
+            let text = format!(
+                r#"[admin]
 listen = "127.0.0.1:{admin_port}"
 [reload]
 watch = "off"
@@ -109,20 +107,10 @@ from = ["in"]
 plugins = [{{ path = "{}"{settings} }}]
 to = ["out"]
 "#,
-                    setup.plugin(plugin).display()
-                ),
-            )?;
-            let log = std::fs::File::create(file.with_extension("log"))?;
-            let mut cmd = Command::new(&setup.switchyard);
-            cmd.arg("run").arg(&file);
-            if native {
-                cmd.arg("--native-identity");
-            }
-            cmd.env("SWITCHYARD_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .context("starting switchyard")?
+                setup.plugin(plugin).display()
+            );
+            let extra: &[&str] = if native { &["--native-identity"] } else { &[] };
+            run_router(setup, &file, &text, extra)?
         }
     };
     let mut middle = Middle { child, admin };

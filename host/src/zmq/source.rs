@@ -211,7 +211,11 @@ impl ZmqSource {
                     continue;
                 }
             };
-            let id = request_id(routing.as_deref(), &record);
+            // Ids are read only where they are remembered.
+            let id = gateway
+                .remembers_ids()
+                .then(|| request_id(routing.as_deref(), &record))
+                .flatten();
             if let Some(ack) = gateway.admit(&peer, routing, id, now, socket) {
                 record.peer = Some(peer);
                 record.ack = Some(ack);

@@ -147,6 +147,11 @@ impl Gateway {
         self.waker.fd()
     }
 
+    /// Whether retried requests are recognised by their ids (`dedup_window` is set).
+    pub fn remembers_ids(&self) -> bool {
+        self.limits.dedup_window > 0
+    }
+
     /// Whether no request is waiting for its answer.
     pub fn is_idle(&self) -> bool {
         self.clients.is_empty()
@@ -192,14 +197,10 @@ impl Gateway {
                 self.body,
                 r#"{{"status":"busy","message":"{queued} requests from this client are waiting for their answers; this one was not accepted: send it again later"}}"#
             );
-            match out.reply(client, envelope.as_deref(), &[self.body.as_bytes()]) {
-                Ok(()) => self.stats.replied("busy"),
-                Err(zmq::Error::EHOSTUNREACH) => {
-                    self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
-                }
-                // A client that does not read its answers is not waited for here.
-                Err(_) => {}
-            }
+            let sent = out.reply(client, envelope.as_deref(), &[self.body.as_bytes()]);
+            // A client that does not read its answers is not waited for here: a `busy`
+            // that finds its queue full is given up.
+            count(&self.stats, sent, "busy", false);
             return None;
         }
         if let Some(first) = id.as_deref().and_then(|id| self.dedup.get(id)) {
@@ -369,21 +370,9 @@ impl Gateway {
             } else {
                 break;
             };
-            match sent {
-                Err(zmq::Error::EAGAIN) => {
-                    self.blocked.insert(Arc::from(client));
-                    return;
-                }
-                Ok(()) => {
-                    self.stats.replied(status);
-                    if slot.duplicate {
-                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(zmq::Error::EHOSTUNREACH) => {
-                    self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => tracing::warn!("answer not sent: {e}"),
+            if !count(&self.stats, sent, status, slot.duplicate) {
+                self.blocked.insert(Arc::from(client));
+                return;
             }
             queue.pop_front();
         }
@@ -399,6 +388,31 @@ impl Drop for Gateway {
         // queueing those that settle later.
         self.completions.close();
     }
+}
+
+/// Counts an answer sent with `status` (and as a duplicate); false when the client's queue
+/// was full and it is to be sent again later. An answer to a client that has gone is
+/// counted as unroutable.
+fn count(
+    stats: &InputStats,
+    sent: Result<(), zmq::Error>,
+    status: &'static str,
+    duplicate: bool,
+) -> bool {
+    match sent {
+        Err(zmq::Error::EAGAIN) => return false,
+        Ok(()) => {
+            stats.replied(status);
+            if duplicate {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(zmq::Error::EHOSTUNREACH) => {
+            stats.unroutable.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => tracing::warn!("answer not sent: {e}"),
+    }
+    true
 }
 
 /// A request's identity while it is in flight.
