@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{InputConfig, OutputConfig, ZmqEndpoint};
+use super::{InputConfig, KafkaInput, OutputConfig, ZmqEndpoint};
 
 /// The cluster a Kafka client talks to.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,9 +33,45 @@ pub enum InputKind {
         /// Its static membership id (`group.instance.id`), when the router has an
         /// `instance_id`.
         member: Option<String>,
+        /// Its transactions, when it is exactly-once.
+        exactly_once: Option<Transactional>,
     },
     /// A ZeroMQ socket that receives.
     Zmq(ZmqEndpoint),
+}
+
+/// How an exactly-once input's transactions are run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transactional {
+    /// The producer's `transactional.id`: the same for the same group, input and instance,
+    /// so a restarted instance fences its predecessor's producer and aborts its open
+    /// transaction.
+    pub id: String,
+    /// How long a transaction stays open.
+    pub interval: std::time::Duration,
+}
+
+impl Transactional {
+    /// The transactions of input `input` in `group`, run by router instance `instance`.
+    pub fn new(group: &str, input: &str, instance: &str, interval_ms: u64) -> Self {
+        Transactional {
+            id: format!("switchyard.{group}.{input}.{instance}"),
+            interval: std::time::Duration::from_millis(interval_ms),
+        }
+    }
+}
+
+/// The name that tells this router instance from the others of its group when the file
+/// sets no `instance_id`: the host's name, stable across restarts on the same host.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is NUL-terminated within it.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if ok && !name.is_empty() => name.to_owned(),
+        _ => "switchyard".to_owned(),
+    }
 }
 
 /// An output, ready for its transport.
@@ -95,11 +131,21 @@ impl InputKind {
         match (&input.kafka, &input.zmq) {
             (Some(k), None) => {
                 let k = k.get_ref();
+                let group = k.group.get_ref();
+                let exactly_once = k.exactly_once().then(|| {
+                    let interval = k
+                        .transaction_ms
+                        .as_ref()
+                        .map_or(KafkaInput::TRANSACTION_MS, |t| *t.get_ref());
+                    let instance = instance.map_or_else(host_name, str::to_owned);
+                    Transactional::new(group, name, &instance, interval)
+                });
                 Ok(InputKind::Kafka {
                     client: client(name, k.cluster.get_ref(), clusters)?,
                     topics: k.topics.get_ref().clone(),
-                    group: k.group.get_ref().clone(),
+                    group: group.clone(),
                     member: instance.map(|i| format!("{i}.{name}")),
+                    exactly_once,
                 })
             }
             (None, Some(z)) => Ok(InputKind::Zmq(z.get_ref().clone())),

@@ -220,6 +220,7 @@ pub fn validate(
             check_plugin(&what, plugin, base_dir, runtime, &mut p);
         }
     }
+    super::transactions::check(config, &mut p);
     problems
 }
 

@@ -12,30 +12,32 @@ mod apache;
 mod embedded;
 mod sink;
 mod source;
+mod transaction;
 
 pub use apache::{APACHE_KAFKA_VERSION, ApacheKafka, ApacheKafkaOptions, fetch_jars};
 pub use embedded::EmbeddedCluster;
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
+pub use transaction::Transactions;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::ClientConfig;
 
-use crate::config::resolved::KafkaClient;
+use crate::config::resolved::{KafkaClient, Transactional};
 use crate::config::{ConfigFile, Located};
 use crate::metrics::{InputStats, OutputStats};
 use crate::pipeline::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, RouteRunner, Sink};
 
 /// The body of a Kafka input's thread: joins `group` (as static member `member`, if
-/// given), then takes batches through
-/// `runners` until `control` says stop; then waits for in-flight records, commits and
-/// leaves the group.
+/// given), then takes batches through `runners` until `control` says stop; then waits for
+/// in-flight records, commits and leaves the group. With `exactly_once`, its routes'
+/// records and its offsets are written in transactions ([`Transactions`]).
 pub fn run_input(
     name: &str,
     client: &KafkaClient,
-    (group, member): (&str, Option<&str>),
+    (group, member, exactly_once): (&str, Option<&str>, Option<&Transactional>),
     topics: &[String],
     stats: Arc<InputStats>,
     control: &InputControl,
@@ -48,7 +50,26 @@ pub fn run_input(
             .entry("group.instance.id".to_owned())
             .or_insert_with(|| member.to_owned());
     }
-    let source = KafkaSource::new(name, &client.bootstrap, &options, topics, group, stats)?;
+    let transactions = match exactly_once {
+        Some(tx) => Some(Arc::new(Mutex::new(Transactions::start(
+            name,
+            client,
+            tx,
+            Arc::clone(&stats),
+        )?))),
+        None => None,
+    };
+    let source = KafkaSource::new(
+        name,
+        (&client.bootstrap, &options),
+        topics,
+        group,
+        stats,
+        transactions,
+    )?;
+    if source.transactions().is_some() {
+        return run_exactly_once(name, &source, control, runners);
+    }
     while control.between_batches(&mut runners) {
         let batch = source.poll_batch(MAX_BATCH, IDLE_WAIT);
         if !batch.is_empty() {
@@ -60,8 +81,48 @@ pub fn run_input(
     // Records refused while draining are dead-lettered too, so their runs can complete.
     source.close(DRAIN_TIMEOUT, || {
         crate::pipeline::input::settle_returns(&mut runners);
-    });
-    Ok(())
+    })
+}
+
+/// The loop of an exactly-once input: batches go into the open transaction, which commits
+/// every `transaction_ms`, before new runners take over, on revoke and at the end.
+fn run_exactly_once(
+    name: &str,
+    source: &KafkaSource,
+    control: &InputControl,
+    mut runners: Vec<RouteRunner>,
+) -> anyhow::Result<()> {
+    let Some(tx) = source.transactions() else {
+        return Ok(());
+    };
+    transaction::lock(tx).adopt(&mut runners);
+    let switch = |new: &mut Vec<RouteRunner>| {
+        source.finish_transaction()?;
+        transaction::lock(tx).adopt(new);
+        Ok(())
+    };
+    let mut run = || -> anyhow::Result<()> {
+        while control.between_batches_with(&mut runners, switch)? {
+            let wait = transaction::lock(tx).wait(IDLE_WAIT);
+            let batch = source.poll_batch(MAX_BATCH, wait);
+            if let Some(e) = transaction::lock(tx).take_fatal() {
+                return Err(e);
+            }
+            if !batch.is_empty() {
+                transaction::lock(tx).begin(&batch)?;
+                crate::pipeline::run_batch(name, &mut runners, &batch);
+            }
+            drop(batch);
+            if transaction::lock(tx).due() {
+                source.finish_transaction()?;
+            }
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => source.close(DRAIN_TIMEOUT, || {}),
+        Err(e) => Err(e),
+    }
 }
 
 /// Opens Kafka output `name`: a producer writing to `topic`.

@@ -72,7 +72,7 @@ impl ProducerContext for AckContext {
 }
 
 /// Whether an error means this record can never be written, however often it is sent.
-fn is_permanent(e: &KafkaError) -> bool {
+pub(super) fn is_permanent(e: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         e.rdkafka_error_code(),
@@ -94,7 +94,7 @@ fn is_permanent(e: &KafkaError) -> bool {
 }
 
 /// A short name for an error, for the metric's label.
-fn error_name(e: &KafkaError) -> String {
+pub(super) fn error_name(e: &KafkaError) -> String {
     match e.rdkafka_error_code() {
         Some(code) => format!("{code:?}"),
         None => "other".to_owned(),
@@ -103,7 +103,7 @@ fn error_name(e: &KafkaError) -> String {
 
 /// The acknowledgement a record carries through librdkafka, as the record's opaque
 /// pointer: the `Ack`'s own reference count, with no allocation of its own.
-pub struct Delivery(Option<Ack>);
+pub struct Delivery(pub(super) Option<Ack>);
 
 impl IntoOpaque for Delivery {
     fn into_ptr(self) -> *mut c_void {
@@ -161,60 +161,84 @@ impl Sink for KafkaSink {
     }
 
     fn send(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
-        let mut record: BaseRecord<'_, [u8], [u8], Delivery> =
-            BaseRecord::with_opaque_to(&self.topic, Delivery(ack)).payload(rec.payload);
-        if !rec.headers.is_empty() {
-            let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
-            for (key, value) in rec.headers {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(*value),
-                });
+        let record = base_record(&self.topic, rec, Delivery(ack));
+        let Err((e, back)) = send_waiting(&self.producer, record) else {
+            return Ok(());
+        };
+        self.stats.error(&error_name(&e));
+        if is_permanent(&e) {
+            // The route dead-letters the message; the acknowledgement it gave is dropped
+            // untouched.
+            return Err(Refused {
+                output: self.name.clone(),
+                reason: e.to_string(),
             }
-            record = record.headers(headers);
+            .into());
         }
-        if let Some(key) = rec.key {
-            record = record.key(key);
+        if let Some(ack) = &back.delivery_opaque.0 {
+            ack.fail_with("produce", || format!("output `{}`: {e}", self.name));
         }
-        if let Some(p) = rec.partition {
-            record = record.partition(p);
-        }
-        if let Some(ts) = rec.timestamp {
-            record = record.timestamp(ts);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                // The local queue is full: wait for deliveries. This is the back-pressure
-                // that slows the input instead of buffering without bound.
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, back)) => {
-                    self.stats.error(&error_name(&e));
-                    if is_permanent(&e) {
-                        // The route dead-letters the message; the acknowledgement it gave
-                        // is dropped untouched.
-                        return Err(Refused {
-                            output: self.name.clone(),
-                            reason: e.to_string(),
-                        }
-                        .into());
-                    }
-                    if let Some(ack) = &back.delivery_opaque.0 {
-                        ack.fail_with("produce", || format!("output `{}`: {e}", self.name));
-                    }
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("output `{}`: cannot produce", self.name)));
-                }
-            }
-        }
+        Err(anyhow::Error::new(e).context(format!("output `{}`: cannot produce", self.name)))
+    }
+
+    fn kafka(&self) -> Option<(&str, &Arc<OutputStats>)> {
+        Some((&self.topic, &self.stats))
     }
 
     fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
         self.producer
             .flush(timeout)
             .with_context(|| format!("output `{}`: flush did not finish", self.name))
+    }
+}
+
+/// The record librdkafka sends for `rec` to `topic`, carrying `delivery`.
+pub(super) fn base_record<'a>(
+    topic: &'a str,
+    rec: &OutRecord<'a>,
+    delivery: Delivery,
+) -> BaseRecord<'a, [u8], [u8], Delivery> {
+    let mut record = BaseRecord::with_opaque_to(topic, delivery).payload(rec.payload);
+    if !rec.headers.is_empty() {
+        let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
+        for (key, value) in rec.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        record = record.headers(headers);
+    }
+    if let Some(key) = rec.key {
+        record = record.key(key);
+    }
+    if let Some(p) = rec.partition {
+        record = record.partition(p);
+    }
+    if let Some(ts) = rec.timestamp {
+        record = record.timestamp(ts);
+    }
+    record
+}
+
+/// A record refused by a producer, with the reason.
+pub(super) type Unsent<'a> = (KafkaError, BaseRecord<'a, [u8], [u8], Delivery>);
+
+/// Hands `record` to `producer`, waiting while its local queue is full: the back-pressure
+/// that slows the input instead of buffering without bound. Any other error gives the
+/// record back.
+pub(super) fn send_waiting<'a, C: ProducerContext<DeliveryOpaque = Delivery>>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'a, [u8], [u8], Delivery>,
+) -> Result<(), Unsent<'a>> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(unsent) => return Err(unsent),
+        }
     }
 }

@@ -16,6 +16,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard_abi::Origin;
 
+use super::transaction::{self, Shared};
 use crate::metrics::InputStats;
 use crate::pipeline::{Ack, Incoming, PartitionTracker};
 
@@ -38,6 +39,8 @@ struct SourceContext {
     stats: Arc<InputStats>,
     /// The current outage, if any.
     outage: Mutex<Outage>,
+    /// An exactly-once input's transactions: a revoke ends the open one.
+    transactions: Option<Shared>,
 }
 
 /// An outage of the cluster, from the input's side: when it began, and when the cluster
@@ -169,6 +172,17 @@ impl ConsumerContext for SourceContext {
                 .iter()
                 .map(|e| (e.topic().to_owned(), e.partition()))
                 .collect();
+            if let Some(transactions) = &self.transactions {
+                // Commits (or aborts) what was read before the partitions go: their next
+                // owner starts where this transaction ends.
+                transaction::lock(transactions).finish_in_callback(consumer);
+                let mut all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
+                for key in &revoked {
+                    all.remove(key);
+                }
+                tracing::info!(partitions = revoked.len(), "partitions revoked");
+                return;
+            }
             let trackers: Vec<_> = {
                 let all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
                 revoked.iter().filter_map(|k| all.get(k).cloned()).collect()
@@ -249,16 +263,23 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Joins `group` and subscribes to `topics`.
+    /// Joins `group` and subscribes to `topics`; with `transactions`, exactly-once: it
+    /// reads only committed records and commits its offsets in those transactions.
     pub fn new(
         name: &str,
-        bootstrap: &str,
-        options: &BTreeMap<String, String>,
+        (bootstrap, options): (&str, &BTreeMap<String, String>),
         topics: &[String],
         group: &str,
         stats: Arc<InputStats>,
+        transactions: Option<Shared>,
     ) -> anyhow::Result<Self> {
-        let config = super::consumer_config(bootstrap, group, options);
+        let mut config = super::consumer_config(bootstrap, group, options);
+        if transactions.is_some() {
+            // After the cluster's options: these two are what exactly-once is made of.
+            config
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed");
+        }
         let trackers: Trackers = Arc::default();
         let consumer: BaseConsumer<SourceContext> = config
             .create_with_context(SourceContext {
@@ -268,6 +289,7 @@ impl KafkaSource {
                 assigned: AtomicBool::new(false),
                 stats,
                 outage: Mutex::default(),
+                transactions,
             })
             .with_context(|| format!("input `{name}`: cannot create a Kafka consumer"))?;
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -413,7 +435,12 @@ impl KafkaSource {
     /// Waits (up to `timeout`) for in-flight messages, calling `settle` meanwhile (it
     /// dead-letters records refused during the wait), stores and commits their offsets, and
     /// leaves the group.
-    pub fn close(&self, timeout: Duration, mut settle: impl FnMut()) {
+    pub fn close(&self, timeout: Duration, mut settle: impl FnMut()) -> anyhow::Result<()> {
+        if self.consumer.context().transactions.is_some() {
+            let ended = self.finish_transaction();
+            self.consumer.unsubscribe();
+            return ended;
+        }
         let deadline = Instant::now() + timeout;
         let trackers: Vec<_> = self
             .trackers
@@ -428,6 +455,20 @@ impl KafkaSource {
             tracing::debug!(error = %e, "final commit");
         }
         self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// An exactly-once input's transactions.
+    pub fn transactions(&self) -> Option<&Shared> {
+        self.consumer.context().transactions.as_ref()
+    }
+
+    /// Ends an exactly-once input's open transaction (see [`transaction::Transactions::finish`]).
+    pub fn finish_transaction(&self) -> anyhow::Result<()> {
+        match self.transactions() {
+            Some(transactions) => transaction::lock(transactions).finish(&self.consumer),
+            None => Ok(()),
+        }
     }
 }
 

@@ -206,6 +206,40 @@ impl Metrics {
         }
         header(
             &mut out,
+            "switchyard_kafka_transactions_total",
+            "Transactions of an exactly-once input, by result (`aborted` ones are read again).",
+            "counter",
+        );
+        let transactional: Vec<_> = inputs
+            .iter()
+            .filter(|(_, s)| s.transactions.enabled.load(Ordering::Relaxed))
+            .collect();
+        for (input, stats) in &transactional {
+            let t = &stats.transactions;
+            for (result, n) in [("committed", &t.committed), ("aborted", &t.aborted)] {
+                let _ = writeln!(
+                    out,
+                    "switchyard_kafka_transactions_total{{input=\"{}\",result=\"{result}\"}} {}",
+                    escape(input),
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "switchyard_kafka_transaction_commit_seconds",
+            "How long committing an exactly-once input's transaction took, offsets included.",
+            "histogram",
+        );
+        for (input, stats) in &transactional {
+            stats.transactions.commit_seconds.render(
+                &mut out,
+                "switchyard_kafka_transaction_commit_seconds",
+                &format!("input=\"{}\"", escape(input)),
+            );
+        }
+        header(
+            &mut out,
             "switchyard_zmq_dropped_total",
             "Records a ZeroMQ output dropped at its high-water mark.",
             "counter",

@@ -197,6 +197,38 @@ pub struct InputStats {
     pub duplicates: AtomicU64,
     /// Answers that found their client gone.
     pub unroutable: AtomicU64,
+    /// An exactly-once input's transactions.
+    pub transactions: TransactionStats,
+}
+
+/// Upper bounds, in seconds, of the transaction commit latency buckets.
+pub(super) const COMMIT_BOUNDS: [f64; 12] = [
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// An exactly-once input's transactions: how many committed, how many aborted, and how
+/// long committing took.
+#[derive(Debug)]
+pub struct TransactionStats {
+    /// Set by an exactly-once input when it starts: only its series are shown.
+    pub enabled: AtomicBool,
+    /// Transactions committed.
+    pub committed: AtomicU64,
+    /// Transactions aborted (their records are read again).
+    pub aborted: AtomicU64,
+    /// From asking to commit until the broker has committed, offsets included.
+    pub commit_seconds: Histogram,
+}
+
+impl Default for TransactionStats {
+    fn default() -> Self {
+        TransactionStats {
+            enabled: AtomicBool::new(false),
+            committed: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
+            commit_seconds: Histogram::new(&COMMIT_BOUNDS),
+        }
+    }
 }
 
 impl InputStats {

@@ -45,15 +45,29 @@ impl InputControl {
     /// (which closes nothing: sinks are shared and closed by the router). False once the
     /// router has asked the input to stop.
     pub fn between_batches(&self, runners: &mut Vec<RouteRunner>) -> bool {
+        self.between_batches_with(runners, |_| Ok(()))
+            .unwrap_or(false)
+    }
+
+    /// [`InputControl::between_batches`], calling `switch` with new runners before they
+    /// replace the old ones: an exactly-once input commits its open transaction there, so
+    /// every message is processed by one configuration, and moves the new runners'
+    /// outputs into its transactions. An error from `switch` stops the input.
+    pub fn between_batches_with(
+        &self,
+        runners: &mut Vec<RouteRunner>,
+        mut switch: impl FnMut(&mut Vec<RouteRunner>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<bool> {
         settle_returns(runners);
         loop {
             match self.swaps.try_recv() {
-                Ok(swap) => {
+                Ok(mut swap) => {
+                    switch(&mut swap.runners)?;
                     *runners = swap.runners;
                     let _ = swap.done.send(());
                 }
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return Ok(true),
+                Err(TryRecvError::Disconnected) => return Ok(false),
             }
         }
     }

@@ -71,6 +71,11 @@ pub trait Sink: Send + Sync {
     fn send(&self, record: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()>;
     /// Waits until everything handed over is delivered, or `timeout` passes.
     fn flush(&self, timeout: Duration) -> anyhow::Result<()>;
+    /// For a Kafka output: its topic and counters (an exactly-once input writes the
+    /// output's records through its own transactional producer).
+    fn kafka(&self) -> Option<(&str, &std::sync::Arc<crate::metrics::OutputStats>)> {
+        None
+    }
     /// Makes a `send` blocked on a full output give up (its record fails), so a shutdown
     /// that waited long enough can finish.
     fn abort_blocked(&self) {}

@@ -87,6 +87,25 @@ impl RouteRunner {
         &self.spec.name
     }
 
+    /// Replaces each output for which `replace` gives another: an exactly-once input
+    /// moves its routes' Kafka outputs into its transactions.
+    pub fn replace_sinks(
+        &mut self,
+        replace: &mut dyn FnMut(&Arc<dyn Sink>) -> Option<Arc<dyn Sink>>,
+    ) {
+        let spec = &mut self.spec;
+        let sinks = spec
+            .to
+            .iter_mut()
+            .chain(spec.destinations.values_mut())
+            .chain(spec.dead_letter.iter_mut());
+        for sink in sinks {
+            if let Some(other) = replace(sink) {
+                *sink = other;
+            }
+        }
+    }
+
     /// Runs a batch from `input` through the route.
     pub fn process<M: Incoming>(&mut self, input: &str, batch: &[M]) {
         let stats = Arc::clone(&self.spec.stats);

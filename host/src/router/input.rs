@@ -87,10 +87,11 @@ impl Spawn<'_> {
                             topics,
                             group,
                             member,
+                            exactly_once,
                         } => kafka::run_input(
                             &name,
                             client,
-                            (group, member.as_deref()),
+                            (group, member.as_deref(), exactly_once.as_ref()),
                             topics,
                             stats,
                             &control,

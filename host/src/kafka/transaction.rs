@@ -1,0 +1,508 @@
+//! Exactly-once from a Kafka input (`delivery = "exactly-once"`): Kafka transactions.
+//!
+//! The input's thread owns one transactional producer, whose `transactional.id` is the
+//! same for the same group, input and router instance: a restarted instance's producer
+//! fences its predecessor's and aborts the transaction it left open. Every Kafka output of
+//! the routes reading the input (dead letters included) writes through that producer
+//! ([`TxSink`]), so a transaction holds every record the input's messages produced. It
+//! commits with the input's offsets, sent with the consumer's group metadata (KIP-447),
+//! every `transaction_ms`, before new route runners take over (a reload), when partitions
+//! are revoked, and at shutdown.
+//!
+//! A transaction that cannot commit (a record the broker refused, a delivery that failed,
+//! an abortable error) is aborted: none of its records become visible to `read_committed`
+//! consumers, and the input goes back to the first offset the transaction read on each
+//! partition and processes those messages again. A record the broker refused for good is
+//! remembered, so on the second pass its output refuses it at once and the route
+//! dead-letters the message inside the new transaction. A fenced producer stops the input:
+//! another instance has its id.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use switchyard_abi::Origin;
+
+use super::sink::{Delivery, base_record, error_name, is_permanent, send_waiting};
+use crate::config::resolved::{KafkaClient, Transactional};
+use crate::metrics::{InputStats, OutputStats};
+use crate::pipeline::{Ack, Incoming, OutRecord, Refused, RouteRunner, Sink};
+
+/// How long one call to the transaction coordinator may take before it is tried again.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a commit is retried (the broker unreachable, say) before the transaction is
+/// aborted instead: past the producer's `transaction.timeout.ms` (60 s), the broker has
+/// aborted it anyway.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(90);
+
+/// What the producer's delivery reports tell the input thread about the open transaction.
+#[derive(Debug, Default)]
+struct TxState {
+    /// Why the open transaction cannot commit, once a delivery failed.
+    doomed: Mutex<Option<String>>,
+    /// Records the broker refused for good, by [`fingerprint`], with the broker's reason.
+    refused: Mutex<HashMap<u64, String>>,
+    /// Whether `refused` has anything, so sends skip hashing while it is empty.
+    any_refused: AtomicBool,
+    /// Each topic's output and its counters, for errors reported by topic.
+    outputs: Mutex<HashMap<String, Arc<OutputStats>>>,
+}
+
+impl TxState {
+    fn doom(&self, why: String) {
+        self.doomed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(why);
+    }
+
+    fn refused(&self, fingerprint: u64) -> Option<String> {
+        if !self.any_refused.load(Ordering::Acquire) {
+            return None;
+        }
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&fingerprint)
+            .cloned()
+    }
+}
+
+/// Identifies a record by topic, key and payload: what a broker refusal depends on.
+fn fingerprint(topic: &str, key: Option<&[u8]>, payload: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    (topic, key, payload).hash(&mut h);
+    h.finish()
+}
+
+/// Hears the transactional producer's delivery reports.
+struct TxContext {
+    state: Arc<TxState>,
+}
+
+impl ClientContext for TxContext {}
+
+impl ProducerContext for TxContext {
+    type DeliveryOpaque = Delivery;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _ack: Delivery) {
+        let Err((e, message)) = result else {
+            return;
+        };
+        // Records an abort purged: their transaction is being read again already.
+        if matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+        ) {
+            return;
+        }
+        let topic = message.topic();
+        if let Some(stats) = self
+            .state
+            .outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+        {
+            stats.error(&error_name(e));
+        }
+        if is_permanent(e) {
+            let print = fingerprint(topic, message.key(), message.payload().unwrap_or_default());
+            self.state
+                .refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(print, e.to_string());
+            self.state.any_refused.store(true, Ordering::Release);
+        }
+        self.state
+            .doom(format!("a record for topic `{topic}` was not delivered: {e}"));
+    }
+}
+
+/// A Kafka output of an exactly-once input: its records join the input's transaction.
+struct TxSink {
+    name: String,
+    topic: String,
+    producer: Arc<ThreadedProducer<TxContext>>,
+    stats: Arc<OutputStats>,
+}
+
+impl Sink for TxSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
+        let state = &self.producer.context().state;
+        if let Some(reason) = state.refused(fingerprint(&self.topic, rec.key, rec.payload)) {
+            return Err(Refused {
+                output: self.name.clone(),
+                reason,
+            }
+            .into());
+        }
+        let Err((e, _)) = send_waiting(&self.producer, base_record(&self.topic, rec, Delivery(ack)))
+        else {
+            return Ok(());
+        };
+        self.stats.error(&error_name(&e));
+        if is_permanent(&e) {
+            return Err(Refused {
+                output: self.name.clone(),
+                reason: e.to_string(),
+            }
+            .into());
+        }
+        state.doom(format!("output `{}` could not produce: {e}", self.name));
+        Err(anyhow::Error::new(e).context(format!("output `{}`: cannot produce", self.name)))
+    }
+
+    fn kafka(&self) -> Option<(&str, &Arc<OutputStats>)> {
+        Some((&self.topic, &self.stats))
+    }
+
+    fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.producer
+            .flush(timeout)
+            .with_context(|| format!("output `{}`: flush did not finish", self.name))
+    }
+}
+
+/// Why a transaction did not commit.
+enum Failed {
+    /// It can be aborted, and its messages read again.
+    Abort(String),
+    /// The producer cannot go on (fenced by another instance, or a fatal error).
+    Fatal(anyhow::Error),
+}
+
+/// An exactly-once input's transactions.
+pub struct Transactions {
+    input: String,
+    id: String,
+    interval: Duration,
+    producer: Arc<ThreadedProducer<TxContext>>,
+    /// This input's transactional outputs, by output name.
+    sinks: HashMap<String, Arc<TxSink>>,
+    /// When the open transaction began, if one is open.
+    open: Option<Instant>,
+    /// Per partition read in the open transaction: its first offset, and one past its
+    /// last.
+    read: HashMap<(String, i32), (i64, i64)>,
+    /// Why the input must stop, when that was found where it could not be returned (a
+    /// revoke).
+    fatal: Option<anyhow::Error>,
+    stats: Arc<InputStats>,
+}
+
+impl Transactions {
+    /// Creates input `input`'s transactional producer and fences any earlier producer
+    /// with the same id, aborting what it left open.
+    pub fn start(
+        input: &str,
+        client: &KafkaClient,
+        tx: &Transactional,
+        stats: Arc<InputStats>,
+    ) -> anyhow::Result<Self> {
+        let mut config = super::producer_config(&client.bootstrap, &client.options);
+        config.set("transactional.id", &tx.id);
+        let producer: ThreadedProducer<TxContext> = config
+            .create_with_context(TxContext {
+                state: Arc::default(),
+            })
+            .with_context(|| {
+                format!("input `{input}`: cannot create its transactional producer")
+            })?;
+        producer
+            .init_transactions(Duration::from_secs(60))
+            .with_context(|| {
+                format!(
+                    "input `{input}`: cannot start transactions with id `{}` on cluster `{}`",
+                    tx.id, client.cluster
+                )
+            })?;
+        stats.transactions.enabled.store(true, Ordering::Relaxed);
+        tracing::info!(transactional_id = %tx.id, "exactly-once: transactions ready");
+        Ok(Transactions {
+            input: input.to_owned(),
+            id: tx.id.clone(),
+            interval: tx.interval,
+            producer: Arc::new(producer),
+            sinks: HashMap::new(),
+            open: None,
+            read: HashMap::new(),
+            fatal: None,
+            stats,
+        })
+    }
+
+    /// Moves the Kafka outputs of `runners` into this input's transactions.
+    pub fn adopt(&mut self, runners: &mut [RouteRunner]) {
+        for runner in runners {
+            runner.replace_sinks(&mut |sink| {
+                let (topic, stats) = sink.kafka()?;
+                let name = sink.name();
+                if let Some(mine) = self.sinks.get(name)
+                    && mine.topic == topic
+                {
+                    return Some(Arc::clone(mine) as Arc<dyn Sink>);
+                }
+                let mine = Arc::new(TxSink {
+                    name: name.to_owned(),
+                    topic: topic.to_owned(),
+                    producer: Arc::clone(&self.producer),
+                    stats: Arc::clone(stats),
+                });
+                self.producer
+                    .context()
+                    .state
+                    .outputs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(topic.to_owned(), Arc::clone(stats));
+                self.sinks.insert(name.to_owned(), Arc::clone(&mine));
+                Some(mine as Arc<dyn Sink>)
+            });
+        }
+    }
+
+    /// Opens a transaction if none is open, for a batch about to be processed, and notes
+    /// what the batch reads.
+    pub fn begin<M: Incoming>(&mut self, batch: &[M]) -> anyhow::Result<()> {
+        if self.open.is_none() {
+            self.producer.begin_transaction().map_err(|e| {
+                self.failure(e, "begin a transaction")
+                    .map_or_else(|why| anyhow::anyhow!(why), |fatal| fatal)
+            })?;
+            self.open = Some(Instant::now());
+        }
+        for m in batch {
+            if let Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } = m.origin()
+            {
+                self.read
+                    .entry((topic.to_owned(), partition))
+                    .and_modify(|(_, next)| *next = (*next).max(offset + 1))
+                    .or_insert((offset, offset + 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long the input may wait for messages before the open transaction is due.
+    pub fn wait(&self, idle: Duration) -> Duration {
+        self.open.map_or(idle, |opened| {
+            idle.min(self.interval.saturating_sub(opened.elapsed()))
+        })
+    }
+
+    /// Whether the open transaction has been open for its interval.
+    pub fn due(&self) -> bool {
+        self.open.is_some_and(|opened| opened.elapsed() >= self.interval)
+    }
+
+    /// An error met where it could not be returned, which stops the input.
+    pub fn take_fatal(&mut self) -> Option<anyhow::Error> {
+        self.fatal.take()
+    }
+
+    /// Ends the open transaction, if any: commits it with the offsets it read, or aborts
+    /// it and sends the consumer back to the first offset it read on each partition. An
+    /// error means the input cannot go on.
+    pub fn finish<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> anyhow::Result<()> {
+        if self.open.take().is_none() {
+            return Ok(());
+        }
+        let read = std::mem::take(&mut self.read);
+        let started = Instant::now();
+        let doomed = self
+            .producer
+            .context()
+            .state
+            .doomed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let result = match doomed {
+            Some(why) => Err(Failed::Abort(why)),
+            None => self.commit(consumer, &read),
+        };
+        let t = &self.stats.transactions;
+        match result {
+            Ok(()) => {
+                t.committed.fetch_add(1, Ordering::Relaxed);
+                t.commit_seconds.observe(started.elapsed().as_secs_f64());
+                let state = &self.producer.context().state;
+                if state.any_refused.swap(false, Ordering::AcqRel) {
+                    state
+                        .refused
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clear();
+                }
+                self.stats.set_problem("transactions", None);
+                Ok(())
+            }
+            Err(Failed::Abort(why)) => {
+                t.aborted.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "transaction aborted ({why}); its messages are processed again from the \
+                     offsets it began at"
+                );
+                self.abort()?;
+                rewind(consumer, &read);
+                Ok(())
+            }
+            Err(Failed::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// [`Transactions::finish`] from a consumer callback (a revoke), where an error
+    /// cannot be returned: it is kept for the input's loop.
+    pub fn finish_in_callback<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if let Err(e) = self.finish(consumer) {
+            self.fatal.get_or_insert(e);
+        }
+    }
+
+    fn commit<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        read: &HashMap<(String, i32), (i64, i64)>,
+    ) -> Result<(), Failed> {
+        let mut offsets = TopicPartitionList::with_capacity(read.len());
+        for ((topic, partition), (_, next)) in read {
+            // Cannot fail for a valid offset.
+            let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*next));
+        }
+        let metadata = consumer.group_metadata().ok_or_else(|| {
+            Failed::Abort("the consumer has no group metadata to commit offsets with".to_owned())
+        })?;
+        let deadline = Instant::now() + COMMIT_PATIENCE;
+        self.retrying(deadline, "send the input's offsets", || {
+            self.producer
+                .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
+        })?;
+        self.retrying(deadline, "commit", || {
+            self.producer.commit_transaction(CALL_TIMEOUT)
+        })
+    }
+
+    /// Calls `call` until it succeeds, fails for good, or `deadline` passes; a failure
+    /// that may pass (a timeout) is shown by `/health/ready` meanwhile.
+    fn retrying(
+        &self,
+        deadline: Instant,
+        what: &str,
+        mut call: impl FnMut() -> Result<(), KafkaError>,
+    ) -> Result<(), Failed> {
+        loop {
+            let e = match call() {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let retriable = matches!(&e, KafkaError::Transaction(rd) if rd.is_retriable());
+            if !retriable || Instant::now() >= deadline {
+                return Err(match self.failure(e, what) {
+                    Ok(fatal) => Failed::Fatal(fatal),
+                    Err(why) => Failed::Abort(why),
+                });
+            }
+            let problem = format!("cannot {what} yet, trying again: {e}");
+            tracing::warn!("{problem}");
+            self.stats.set_problem("transactions", Some(problem));
+        }
+    }
+
+    /// Sorts a failed transactional call: `Ok` with the error that stops the input when the
+    /// producer cannot go on, `Err` with the reason to abort otherwise.
+    fn failure(&self, e: KafkaError, what: &str) -> Result<anyhow::Error, String> {
+        let fatal = matches!(&e, KafkaError::Transaction(rd) if rd.is_fatal());
+        if !fatal {
+            return Err(format!("cannot {what}: {e}"));
+        }
+        let fenced = matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::Fenced
+            )
+        );
+        Ok(if fenced {
+            anyhow::anyhow!(
+                "input `{}`: fenced: another router took over transactional id `{}` (the same \
+                 group, input and instance id); this one stops so that the two never write the \
+                 same records. Give each router of a group its own `instance_id`",
+                self.input,
+                self.id
+            )
+        } else {
+            anyhow::Error::new(e).context(format!(
+                "input `{}`: the transactional producer failed for good",
+                self.input
+            ))
+        })
+    }
+
+    /// Aborts the open transaction, then waits until the producer has reported every
+    /// record it purged.
+    fn abort(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + COMMIT_PATIENCE;
+        if let Err(failed) =
+            self.retrying(deadline, "abort", || self.producer.abort_transaction(CALL_TIMEOUT))
+        {
+            return Err(match failed {
+                Failed::Fatal(e) => e,
+                Failed::Abort(why) => anyhow::anyhow!("input `{}`: {why}", self.input),
+            });
+        }
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Reports that came in before the abort belong to the aborted transaction.
+        self.producer
+            .context()
+            .state
+            .doomed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        Ok(())
+    }
+}
+
+/// Sends `consumer` back to the first offset an aborted transaction read on each
+/// partition; a partition no longer assigned is left to its next owner.
+fn rewind<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    read: &HashMap<(String, i32), (i64, i64)>,
+) {
+    for ((topic, partition), (first, _)) in read {
+        if let Err(e) = consumer.seek(topic, *partition, Offset::Offset(*first), CALL_TIMEOUT) {
+            tracing::debug!(topic, partition, error = %e, "not rewound (no longer assigned?)");
+        }
+    }
+}
+
+/// Shares an input's transactions between its loop and its consumer's callbacks, which run
+/// on the same thread, inside the loop's polls.
+pub type Shared = Arc<Mutex<Transactions>>;
+
+/// Locks `shared`.
+pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Transactions> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
