@@ -109,18 +109,25 @@ where
 /// Reads `topic` from the beginning of all its partitions until `expected` records are
 /// read or `timeout` passes; returns them grouped by partition, in offset order.
 pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
-    read_topic_until(bootstrap, topic, expected, timeout)
+    read_topic_until(bootstrap, topic, expected, timeout, "read_committed")
 }
 
 /// Reads until `expected` records, or until nothing arrives for `idle`... when `expected`
 /// is `usize::MAX`; otherwise until `idle` has passed in total.
-fn read_topic_until(bootstrap: &str, topic: &str, expected: usize, idle: Duration) -> Vec<Record> {
+fn read_topic_until(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    idle: Duration,
+    isolation: &str,
+) -> Vec<Record> {
     let until_quiet = expected == usize::MAX;
     let timeout = idle;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "switchyard-test-reader")
         .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
         .create()
         .expect("test consumer");
     let metadata = consumer
@@ -217,6 +224,14 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
 }
 
 /// Reads all of `topic` from the beginning, until nothing new arrives for `idle`.
+/// Only records of committed transactions are read (`read_committed`, librdkafka's
+/// default).
 pub fn read_all(bootstrap: &str, topic: &str, idle: Duration) -> Vec<Record> {
-    read_topic_until(bootstrap, topic, usize::MAX, idle)
+    read_topic_until(bootstrap, topic, usize::MAX, idle, "read_committed")
+}
+
+/// Reads all of `topic` as [`read_all`] does, records of aborted and open transactions
+/// included (`read_uncommitted`).
+pub fn read_all_uncommitted(bootstrap: &str, topic: &str, idle: Duration) -> Vec<Record> {
+    read_topic_until(bootstrap, topic, usize::MAX, idle, "read_uncommitted")
 }

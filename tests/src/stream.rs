@@ -72,6 +72,11 @@ pub struct Audit {
 
 /// Audits `records` (in partition and offset order) against a stream of `n` messages.
 pub fn audit(records: &[Record], n: u64) -> Audit {
+    audit_with(records, n, seq)
+}
+
+/// [`audit`], with `seq` reading a record's sequence number.
+pub fn audit_with(records: &[Record], n: u64, seq: impl Fn(&Record) -> u64) -> Audit {
     let mut seen = BTreeSet::new();
     let mut duplicates = 0;
     let mut last: BTreeMap<String, u64> = BTreeMap::new();
@@ -90,7 +95,7 @@ pub fn audit(records: &[Record], n: u64) -> Audit {
         }
     }
     Audit {
-        lost: n - seen.len() as u64,
+        lost: n.saturating_sub(seen.len() as u64),
         duplicates,
         out_of_order,
     }
@@ -106,6 +111,16 @@ pub struct PacedProducer {
 impl PacedProducer {
     /// Starts producing.
     pub fn start(bootstrap: &str, topic: &str, n: u64, rate: u64) -> Self {
+        PacedProducer::start_with(bootstrap, topic, (n, rate), payload)
+    }
+
+    /// Starts producing, message `i` with `payload(i)` (its key as in [`stream`]).
+    pub fn start_with(
+        bootstrap: &str,
+        topic: &str,
+        (n, rate): (u64, u64),
+        payload: fn(u64) -> String,
+    ) -> Self {
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")

@@ -12,14 +12,15 @@
 //! A transaction that cannot commit (a record the broker refused, a delivery that failed,
 //! an abortable error) is aborted: none of its records become visible to `read_committed`
 //! consumers, and the input goes back to the first offset the transaction read on each
-//! partition and processes those messages again. A record the broker refused for good is
-//! remembered, so on the second pass its output refuses it at once and the route
-//! dead-letters the message inside the new transaction. A fenced producer stops the input:
-//! another instance has its id.
+//! partition and processes those messages again. Records the broker refused for good are
+//! remembered: the broker refuses a whole batch for one bad record, so on the next pass
+//! each of them is sent in a batch of its own, and one refused alone is refused at once
+//! on the pass after, its message dead-lettered inside that transaction. A fenced producer
+//! stops the input: another instance has its id.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -43,15 +44,33 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// aborted it anyway.
 const COMMIT_PATIENCE: Duration = Duration::from_secs(90);
 
+/// What a broker refusal says about a record.
+#[derive(Debug, Clone)]
+enum Verdict {
+    /// Refused with the batch it travelled in: it or another record of the batch is at
+    /// fault. Sent again, it travels alone.
+    Suspect,
+    /// Refused alone: it can never be written, and is dead-lettered.
+    Refused(String),
+}
+
 /// What the producer's delivery reports tell the input thread about the open transaction.
 #[derive(Debug, Default)]
 struct TxState {
     /// Why the open transaction cannot commit, once a delivery failed.
     doomed: Mutex<Option<String>>,
-    /// Records the broker refused for good, by [`fingerprint`], with the broker's reason.
-    refused: Mutex<HashMap<u64, String>>,
+    /// Whether `doomed` has a reason: the records of a doomed transaction are not sent.
+    is_doomed: AtomicBool,
+    /// Records the broker refused, by [`fingerprint`]; kept until a transaction commits.
+    refused: Mutex<HashMap<u64, Verdict>>,
     /// Whether `refused` has anything, so sends skip hashing while it is empty.
     any_refused: AtomicBool,
+    /// The fingerprint of the record being sent alone, or 0.
+    alone: AtomicU64,
+    /// Set once the delivery of the record sent alone has been reported.
+    alone_reported: AtomicBool,
+    /// Records sent alone in the open transaction.
+    sent_alone: AtomicU32,
     /// Each topic's output and its counters, for errors reported by topic.
     outputs: Mutex<HashMap<String, Arc<OutputStats>>>,
 }
@@ -62,17 +81,46 @@ impl TxState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_or_insert(why);
+        self.is_doomed.store(true, Ordering::Release);
     }
 
-    fn refused(&self, fingerprint: u64) -> Option<String> {
+    /// Why the open transaction cannot commit, if it cannot; forgets it.
+    fn take_doom(&self) -> Option<String> {
+        self.is_doomed.store(false, Ordering::Release);
+        self.doomed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn verdicts(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Verdict>> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn verdict(&self, fingerprint: u64) -> Option<Verdict> {
         if !self.any_refused.load(Ordering::Acquire) {
             return None;
         }
-        self.refused
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&fingerprint)
-            .cloned()
+        self.verdicts().get(&fingerprint).cloned()
+    }
+
+    /// The broker refused the record with this fingerprint for `reason`.
+    fn refuse(&self, fingerprint: u64, reason: String) {
+        let alone = self.alone.load(Ordering::Acquire) == fingerprint;
+        let mut verdicts = self.verdicts();
+        if alone {
+            verdicts.insert(fingerprint, Verdict::Refused(reason));
+        } else {
+            verdicts
+                .entry(fingerprint)
+                .or_insert(Verdict::Suspect);
+        }
+        self.any_refused.store(true, Ordering::Release);
+    }
+
+    /// The broker took the record with this fingerprint, sent alone: it is no suspect.
+    fn cleared(&self, fingerprint: u64) {
+        self.verdicts().remove(&fingerprint);
     }
 }
 
@@ -80,7 +128,16 @@ impl TxState {
 fn fingerprint(topic: &str, key: Option<&[u8]>, payload: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     (topic, key, payload).hash(&mut h);
-    h.finish()
+    h.finish().max(1)
+}
+
+/// [`fingerprint`] of a record the producer reports on.
+fn fingerprint_of(message: &rdkafka::message::BorrowedMessage<'_>) -> u64 {
+    fingerprint(
+        message.topic(),
+        message.key(),
+        message.payload().unwrap_or_default(),
+    )
 }
 
 /// Hears the transactional producer's delivery reports.
@@ -94,9 +151,20 @@ impl ProducerContext for TxContext {
     type DeliveryOpaque = Delivery;
 
     fn delivery(&self, result: &DeliveryResult<'_>, _ack: Delivery) {
-        let Err((e, message)) = result else {
-            return;
+        let state = &self.state;
+        let (e, message) = match result {
+            Ok(message) => {
+                let alone = state.alone.load(Ordering::Acquire);
+                if alone != 0 && fingerprint_of(message) == alone {
+                    state.cleared(alone);
+                    state.alone_reported.store(true, Ordering::Release);
+                }
+                return;
+            }
+            Err((e, message)) => (e, message),
         };
+        // Whatever the error, the record sent alone has its answer once this returns.
+        let _reported = Reported(state);
         // Records an abort purged: their transaction is being read again already.
         if matches!(
             e.rdkafka_error_code(),
@@ -105,8 +173,7 @@ impl ProducerContext for TxContext {
             return;
         }
         let topic = message.topic();
-        if let Some(stats) = self
-            .state
+        if let Some(stats) = state
             .outputs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -115,16 +182,20 @@ impl ProducerContext for TxContext {
             stats.error(&error_name(e));
         }
         if is_permanent(e) {
-            let print = fingerprint(topic, message.key(), message.payload().unwrap_or_default());
-            self.state
-                .refused
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(print, e.to_string());
-            self.state.any_refused.store(true, Ordering::Release);
+            state.refuse(fingerprint_of(message), e.to_string());
         }
-        self.state
-            .doom(format!("a record for topic `{topic}` was not delivered: {e}"));
+        state.doom(format!("a record for topic `{topic}` was not delivered: {e}"));
+    }
+}
+
+/// Says, when dropped, that a delivery report has been handled.
+struct Reported<'a>(&'a TxState);
+
+impl Drop for Reported<'_> {
+    fn drop(&mut self) {
+        if self.0.alone.load(Ordering::Acquire) != 0 {
+            self.0.alone_reported.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -143,27 +214,33 @@ impl Sink for TxSink {
 
     fn send(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
         let state = &self.producer.context().state;
-        if let Some(reason) = state.refused(fingerprint(&self.topic, rec.key, rec.payload)) {
-            return Err(Refused {
-                output: self.name.clone(),
-                reason,
-            }
-            .into());
-        }
-        let Err((e, _)) = send_waiting(&self.producer, base_record(&self.topic, rec, Delivery(ack)))
-        else {
+        if state.is_doomed.load(Ordering::Acquire) {
+            // The transaction will be aborted and this message processed again.
             return Ok(());
-        };
-        self.stats.error(&error_name(&e));
-        if is_permanent(&e) {
-            return Err(Refused {
-                output: self.name.clone(),
-                reason: e.to_string(),
-            }
-            .into());
         }
-        state.doom(format!("output `{}` could not produce: {e}", self.name));
-        Err(anyhow::Error::new(e).context(format!("output `{}`: cannot produce", self.name)))
+        let print = fingerprint(&self.topic, rec.key, rec.payload);
+        match state.verdict(print) {
+            Some(Verdict::Refused(reason)) => {
+                return Err(Refused {
+                    output: self.name.clone(),
+                    reason,
+                }
+                .into());
+            }
+            Some(Verdict::Suspect) => {
+                // In a batch of its own: everything sent before goes first, and its
+                // delivery is reported before anything else is sent.
+                self.settle(|| self.producer.in_flight_count() == 0);
+                state.sent_alone.fetch_add(1, Ordering::Relaxed);
+                state.alone_reported.store(false, Ordering::Release);
+                state.alone.store(print, Ordering::Release);
+                let sent = self.send_now(rec, ack);
+                self.settle(|| state.alone_reported.load(Ordering::Acquire));
+                state.alone.store(0, Ordering::Release);
+                sent
+            }
+            None => self.send_now(rec, ack),
+        }
     }
 
     fn kafka(&self) -> Option<(&str, &Arc<OutputStats>)> {
@@ -177,6 +254,38 @@ impl Sink for TxSink {
     }
 }
 
+impl TxSink {
+    /// Lets the producer deliver until `done`, the transaction is doomed (then nothing
+    /// more is delivered until it is aborted), or [`CALL_TIMEOUT`] passes.
+    fn settle(&self, done: impl Fn() -> bool) {
+        let state = &self.producer.context().state;
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while !done() && !state.is_doomed.load(Ordering::Acquire) && Instant::now() < deadline {
+            let _ = self.producer.flush(Duration::from_millis(5));
+        }
+    }
+
+    fn send_now(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
+        let state = &self.producer.context().state;
+        let Err((e, _)) = send_waiting(&self.producer, base_record(&self.topic, rec, Delivery(ack)))
+        else {
+            return Ok(());
+        };
+        self.stats.error(&error_name(&e));
+        if is_permanent(&e) {
+            return Err(Refused {
+                output: self.name.clone(),
+                reason: e.to_string(),
+            }
+            .into());
+        }
+        // The transaction is aborted and the message processed again: nothing to say to
+        // the route, which would fail the message.
+        state.doom(format!("output `{}` could not produce: {e}", self.name));
+        Ok(())
+    }
+}
+
 /// Why a transaction did not commit.
 enum Failed {
     /// It can be aborted, and its messages read again.
@@ -184,6 +293,9 @@ enum Failed {
     /// The producer cannot go on (fenced by another instance, or a fatal error).
     Fatal(anyhow::Error),
 }
+
+/// The most records a transaction sends alone before it commits.
+const MAX_ALONE: u32 = 100;
 
 /// An exactly-once input's transactions.
 pub struct Transactions {
@@ -308,9 +420,14 @@ impl Transactions {
         })
     }
 
-    /// Whether the open transaction has been open for its interval.
+    /// Whether the open transaction should end now: it has been open for its interval, or
+    /// has sent [`MAX_ALONE`] records alone (each waits for the broker, so a transaction
+    /// stays short however many records are suspect).
     pub fn due(&self) -> bool {
-        self.open.is_some_and(|opened| opened.elapsed() >= self.interval)
+        self.open.is_some_and(|opened| {
+            opened.elapsed() >= self.interval
+                || self.producer.context().state.sent_alone.load(Ordering::Relaxed) >= MAX_ALONE
+        })
     }
 
     /// An error met where it could not be returned, which stops the input.
@@ -327,14 +444,12 @@ impl Transactions {
         }
         let read = std::mem::take(&mut self.read);
         let started = Instant::now();
-        let doomed = self
-            .producer
+        let doomed = self.producer.context().state.take_doom();
+        self.producer
             .context()
             .state
-            .doomed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+            .sent_alone
+            .store(0, Ordering::Relaxed);
         let result = match doomed {
             Some(why) => Err(Failed::Abort(why)),
             None => self.commit(consumer, &read),
@@ -346,11 +461,7 @@ impl Transactions {
                 t.commit_seconds.observe(started.elapsed().as_secs_f64());
                 let state = &self.producer.context().state;
                 if state.any_refused.swap(false, Ordering::AcqRel) {
-                    state
-                        .refused
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .clear();
+                    state.verdicts().clear();
                 }
                 self.stats.set_problem("transactions", None);
                 Ok(())
@@ -474,13 +585,7 @@ impl Transactions {
             std::thread::sleep(Duration::from_millis(1));
         }
         // Reports that came in before the abort belong to the aborted transaction.
-        self.producer
-            .context()
-            .state
-            .doomed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.producer.context().state.take_doom();
         Ok(())
     }
 }
