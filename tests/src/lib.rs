@@ -14,6 +14,7 @@ pub mod broker;
 pub mod kafka;
 pub mod procs;
 pub mod stream;
+pub mod versions;
 
 /// Paths of the plugins in `plugins/`, built for wasm32-wasip2 by this crate's build script.
 pub mod plugins {

@@ -5,7 +5,7 @@
 //! The same topics read `read_uncommitted` show what aborted transactions wrote, so the
 //! checks can see the difference.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,7 +14,8 @@ use switchyard_tests::admin::metric;
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Record, committed, produce, read_all, read_all_uncommitted};
 use switchyard_tests::procs::{Proc, Scratch, router, router_env};
-use switchyard_tests::stream::{PacedProducer, audit_with, stream};
+use switchyard_tests::stream::{PacedProducer, audit, audit_with, stream};
+use switchyard_tests::versions::{tag_build, version_of, write_by_rename};
 use switchyard_tests::{free_port, plugins, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -31,7 +32,9 @@ fn json_payload(i: u64) -> String {
     if i % REJECT_EVERY == REJECTED {
         format!("seq {i:08} is not JSON")
     } else {
-        format!(r#"{{"seq": {i}, "pad": "padding-to-about-a-hundred-bytes-xxxxxxxxxxxxxxxxxxxxx"}}"#)
+        format!(
+            r#"{{"seq": {i}, "pad": "padding-to-about-a-hundred-bytes-xxxxxxxxxxxxxxxxxxxxx"}}"#
+        )
     }
 }
 
@@ -167,7 +170,8 @@ fn sigkill_five_times_under_load_loses_nothing_and_duplicates_nothing() {
         // mid-stream, with a transaction open.
         let target = N as i64 * kill / 7;
         assert!(
-            wait_until(DEADLINE, || committed(&bootstrap, "eo-kill", "in") >= target),
+            wait_until(DEADLINE, || committed(&bootstrap, "eo-kill", "in")
+                >= target),
             "kill {kill}: the stream stalled at {} committed:\n{}",
             committed(&bootstrap, "eo-kill", "in"),
             log_of(&log)
@@ -179,7 +183,8 @@ fn sigkill_five_times_under_load_loses_nothing_and_duplicates_nothing() {
     }
     producer.finish();
     assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-kill", "in") == N as i64),
+        wait_until(DEADLINE, || committed(&bootstrap, "eo-kill", "in")
+            == N as i64),
         "the stream was not committed whole: {} of {N}:\n{}",
         committed(&bootstrap, "eo-kill", "in"),
         log_of(&log)
@@ -240,7 +245,8 @@ fn a_refused_record_aborts_its_transaction_and_is_dead_lettered_once() {
     assigned(&log);
     produce(&bootstrap, "in", &records);
     assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-refused", "in") == N as i64),
+        wait_until(DEADLINE, || committed(&bootstrap, "eo-refused", "in")
+            == N as i64),
         "the stream was not committed whole: {} of {N}:\n{}",
         committed(&bootstrap, "eo-refused", "in"),
         log_of(&log)
@@ -266,7 +272,10 @@ fn a_refused_record_aborts_its_transaction_and_is_dead_lettered_once() {
     all.sort_unstable();
     assert_eq!(all, (0..N).collect::<Vec<_>>(), "lost or duplicated");
     let dead_seqs: BTreeSet<u64> = dead.iter().map(seq_of).collect();
-    assert_eq!(dead_seqs, large, "dead-lettered: not exactly the large records");
+    assert_eq!(
+        dead_seqs, large,
+        "dead-lettered: not exactly the large records"
+    );
     for r in &dead {
         assert_eq!(r.header("switchyard-error-kind"), Some("produce"), "{r:?}");
     }
@@ -298,7 +307,8 @@ fn a_second_instance_with_the_same_id_fences_the_first() {
     assigned(&log_a);
     let producer = PacedProducer::start_with(&bootstrap, "in", (N, 3_000), json_payload);
     assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-fence", "in") >= N as i64 / 4),
+        wait_until(DEADLINE, || committed(&bootstrap, "eo-fence", "in")
+            >= N as i64 / 4),
         "the stream stalled:\n{}",
         log_of(&log_a)
     );
@@ -316,7 +326,8 @@ fn a_second_instance_with_the_same_id_fences_the_first() {
     );
     producer.finish();
     assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-fence", "in") == N as i64),
+        wait_until(DEADLINE, || committed(&bootstrap, "eo-fence", "in")
+            == N as i64),
         "the second router did not finish the stream: {} of {N}:\n{}",
         committed(&bootstrap, "eo-fence", "in"),
         log_of(&log_b)
@@ -334,19 +345,14 @@ fn a_second_instance_joining_under_load_duplicates_nothing() {
     let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("exactly-once-join");
     let (log_a, log_b) = (scratch.path("a.log"), scratch.path("b.log"));
-    let cfg_a = scratch.write(
-        "a.toml",
-        &config(&bootstrap, "eo-join", "a", &json_route()),
-    );
-    let cfg_b = scratch.write(
-        "b.toml",
-        &config(&bootstrap, "eo-join", "b", &json_route()),
-    );
+    let cfg_a = scratch.write("a.toml", &config(&bootstrap, "eo-join", "a", &json_route()));
+    let cfg_b = scratch.write("b.toml", &config(&bootstrap, "eo-join", "b", &json_route()));
     let a = router(&cfg_a, &log_a);
     assigned(&log_a);
     let producer = PacedProducer::start_with(&bootstrap, "in", (N, 3_000), json_payload);
     assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-join", "in") >= N as i64 / 4),
+        wait_until(DEADLINE, || committed(&bootstrap, "eo-join", "in")
+            >= N as i64 / 4),
         "the stream stalled:\n{}",
         log_of(&log_a)
     );
@@ -354,7 +360,8 @@ fn a_second_instance_joining_under_load_duplicates_nothing() {
     assigned(&log_b);
     producer.finish();
     assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-join", "in") == N as i64),
+        wait_until(DEADLINE, || committed(&bootstrap, "eo-join", "in")
+            == N as i64),
         "the group did not finish the stream: {} of {N}:\n{}\n{}",
         committed(&bootstrap, "eo-join", "in"),
         log_of(&log_a),
@@ -363,4 +370,102 @@ fn a_second_instance_joining_under_load_duplicates_nothing() {
     account(&bootstrap, N, "a second instance joins under load");
     stop(a, &log_a);
     stop(b, &log_b);
+}
+
+/// The route's plugin is swapped five times while a stream flows: the open transaction
+/// commits before the new version takes over, so every record is processed by exactly one
+/// version, once, and per partition the versions only go up.
+#[test]
+fn a_plugin_swapped_under_load_processes_each_message_with_one_version_once() {
+    const N: u64 = 20_000;
+    let broker = Broker::start(BrokerKind::Apache, &["in:4", "out:4", "dlq:1"]);
+    let bootstrap = broker.bootstrap().to_owned();
+    let scratch = Scratch::new("exactly-once-reload");
+    let plugin = scratch.path("tag.wasm");
+    std::fs::write(&plugin, tag_build(1)).expect("write v1");
+    let cfg = scratch.write(
+        "router.toml",
+        &config(
+            &bootstrap,
+            "eo-reload",
+            "a",
+            r#"plugins = [{ path = "tag.wasm" }]"#,
+        ),
+    );
+    let admin = format!("127.0.0.1:{}", free_port());
+    let log = scratch.path("router.log");
+    let proc = router_env(
+        &cfg,
+        &log,
+        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
+    );
+    assigned(&log);
+    let producer = PacedProducer::start(&bootstrap, "in", N, 3_000);
+    for version in 2..=6_u32 {
+        let target = N as i64 * i64::from(version - 1) / 7;
+        assert!(
+            wait_until(DEADLINE, || committed(&bootstrap, "eo-reload", "in")
+                >= target),
+            "v{}: the stream stalled:\n{}",
+            version - 1,
+            log_of(&log)
+        );
+        write_by_rename(&plugin, &tag_build(version));
+        let applied = f64::from(version - 1);
+        assert!(
+            wait_until(DEADLINE, || metric(
+                &admin,
+                "switchyard_reloads_total{result=\"ok\"}"
+            ) >= applied),
+            "v{version} was never applied:\n{}",
+            log_of(&log)
+        );
+    }
+    producer.finish();
+    assert!(
+        wait_until(DEADLINE, || committed(&bootstrap, "eo-reload", "in")
+            == N as i64),
+        "the stream was not committed whole:\n{}",
+        log_of(&log)
+    );
+    let out = read_all(&bootstrap, "out", QUIET);
+    let audit = audit(&out, N);
+    let mut by_partition: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
+    for r in &out {
+        by_partition
+            .entry(r.partition)
+            .or_default()
+            .push(version_of(r));
+    }
+    let versions: BTreeSet<u32> = by_partition.values().flatten().copied().collect();
+    eprintln!(
+        "exactly-once, five plugin swaps under load: {N} in, out {} records (lost {}, \
+         duplicates {}, out of order {}); versions seen {versions:?}",
+        out.len(),
+        audit.lost,
+        audit.duplicates,
+        audit.out_of_order
+    );
+    assert_eq!(audit.lost, 0, "messages lost");
+    assert_eq!(audit.duplicates, 0, "messages processed twice");
+    assert_eq!(audit.out_of_order, 0, "order per key broken");
+    for (partition, tags) in &by_partition {
+        assert!(
+            tags.windows(2).all(|w| w[0] <= w[1]),
+            "partition {partition}: a version went back"
+        );
+    }
+    assert_eq!(
+        versions,
+        (1..=6).collect(),
+        "every version served part of the stream"
+    );
+    assert!(
+        metric(
+            &admin,
+            "switchyard_kafka_transaction_commit_seconds_count{input=\"in\"}"
+        ) > 0.0,
+        "commit latency is not measured"
+    );
+    stop(proc, &log);
 }

@@ -16,38 +16,16 @@ use switchyard_tests::admin::{get, metric, post, sample};
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Input, Record, produce, read_topic};
 use switchyard_tests::procs::{Proc, Scratch, router_env};
+use switchyard_tests::versions::{tag_build, version_of, write_by_rename};
 use switchyard_tests::{free_port, plugins, wait_until};
 
 const READ: Duration = Duration::from_secs(90);
-const MARKER: &[u8] = b"switchyard-version:v";
-
-/// The `version_tag` component with its version digits set to `version`.
-fn tag_build(version: u32) -> Vec<u8> {
-    let mut bytes = std::fs::read(plugins::VERSION_TAG).expect("version_tag.wasm");
-    let at: Vec<usize> = bytes
-        .windows(MARKER.len())
-        .enumerate()
-        .filter(|(_, w)| *w == MARKER)
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(at.len(), 1, "the version marker must appear exactly once");
-    let digits = format!("{version:08}");
-    bytes[at[0] + MARKER.len()..at[0] + MARKER.len() + 8].copy_from_slice(digits.as_bytes());
-    bytes
-}
 
 fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Writes `bytes` to `path` as editors do: a temporary file renamed over it.
-fn write_by_rename(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).expect("write temporary file");
-    std::fs::rename(&tmp, path).expect("rename over");
 }
 
 /// A router running `config` in `scratch`, its admin endpoint on a free port.
@@ -178,20 +156,6 @@ to = ["out"]
 dead_letter = "dead"
 "#
     )
-}
-
-fn version_of(r: &Record) -> u32 {
-    let tags: Vec<&str> = r
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "switchyard-version")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    assert_eq!(tags.len(), 1, "one version tag per record: {r:?}");
-    tags[0]
-        .trim_start_matches('v')
-        .parse()
-        .expect("version digits")
 }
 
 fn plugin_swapped_twenty_times_under_load_loses_nothing_and_never_mixes_versions(kind: BrokerKind) {

@@ -344,3 +344,89 @@ fn validate_and_run_refuse_the_same_files_with_the_same_words() {
         );
     }
 }
+
+/// An exactly-once input on `cluster`, with `extra` appended to the file.
+fn exactly_once(bootstrap: &str, input_extra: &str, extra: &str) -> String {
+    format!(
+        r#"[kafka.main]
+bootstrap = "{bootstrap}"
+[kafka.other]
+bootstrap = "127.0.0.1:9093"
+[inputs.orders]
+kafka = {{ cluster = "main", topics = ["orders"], group = "g", delivery = "exactly-once"{input_extra} }}
+[outputs.valid]
+kafka = {{ cluster = "main", topic = "orders.valid" }}
+[outputs.elsewhere]
+kafka = {{ cluster = "other", topic = "orders.copy" }}
+[outputs.tap]
+zmq = {{ socket = "push", bind = "tcp://127.0.0.1:5998" }}
+[outputs.dead]
+kafka = {{ cluster = "main", topic = "orders.dlq" }}
+[[routes]]
+name = "orders"
+from = ["orders"]
+plugins = [{{ path = "{passthrough}" }}]
+{extra}
+"#,
+        passthrough = plugins::PASSTHROUGH
+    )
+}
+
+#[test]
+fn what_cannot_be_exactly_once_is_refused_by_name() {
+    let scratch = Scratch::new("validate-exactly-once");
+    let real = "127.0.0.1:9092";
+    let good = exactly_once(real, "", "to = [\"valid\"]\ndead_letter = \"dead\"");
+    let (code, err) = validate(&scratch, "good.toml", &good);
+    assert_eq!(code, Some(0), "{err}");
+
+    let cases = [
+        (
+            "embedded",
+            exactly_once("embedded", "", "to = [\"valid\"]"),
+            "6:21: input `orders`: `delivery = \"exactly-once\"` needs a real Kafka cluster, and \
+             cluster `main` is the embedded one, whose transactions are not real",
+        ),
+        (
+            "zmq-dead-letter",
+            exactly_once(real, "", "to = [\"valid\"]\ndead_letter = \"tap\""),
+            "20:15: route `orders`: `dead_letter` `tap` is a ZeroMQ socket, which cannot take \
+             part in a Kafka transaction of input `orders`",
+        ),
+        (
+            "zmq-to",
+            exactly_once(real, "", "to = [\"valid\", \"tap\"]"),
+            "route `orders`: `to` `tap` is a ZeroMQ socket",
+        ),
+        (
+            "other-cluster",
+            exactly_once(real, "", "destinations = { copy = \"elsewhere\" }"),
+            "route `orders`: destination `copy` `elsewhere` writes to cluster `other`, and a \
+             transaction of input `orders` can only hold records of its own cluster `main`",
+        ),
+        (
+            "transaction-ms-zero",
+            exactly_once(real, ", transaction_ms = 0", "to = [\"valid\"]"),
+            "input `orders`: `transaction_ms` is 0; it must be from 1 to 30000",
+        ),
+        (
+            "transaction-ms-at-least-once",
+            exactly_once(real, ", transaction_ms = 50", "to = [\"valid\"]")
+                .replace(", delivery = \"exactly-once\"", ""),
+            "input `orders`: `transaction_ms` applies only with `delivery = \"exactly-once\"`",
+        ),
+        (
+            "delivery-unknown",
+            exactly_once(real, "", "to = [\"valid\"]").replace("exactly-once", "exactly-twice"),
+            "unknown variant `exactly-twice`, expected `at-least-once` or `exactly-once`",
+        ),
+    ];
+    for (name, text, expected) in &cases {
+        let (code, err) = validate(&scratch, &format!("{name}.toml"), text);
+        assert_eq!(code, Some(1), "{name}: exit status; stderr: {err}");
+        assert!(
+            err.contains(expected),
+            "{name}: expected {expected:?} in:\n{err}"
+        );
+    }
+}

@@ -111,9 +111,7 @@ impl TxState {
         if alone {
             verdicts.insert(fingerprint, Verdict::Refused(reason));
         } else {
-            verdicts
-                .entry(fingerprint)
-                .or_insert(Verdict::Suspect);
+            verdicts.entry(fingerprint).or_insert(Verdict::Suspect);
         }
         self.any_refused.store(true, Ordering::Release);
     }
@@ -184,7 +182,9 @@ impl ProducerContext for TxContext {
         if is_permanent(e) {
             state.refuse(fingerprint_of(message), e.to_string());
         }
-        state.doom(format!("a record for topic `{topic}` was not delivered: {e}"));
+        state.doom(format!(
+            "a record for topic `{topic}` was not delivered: {e}"
+        ));
     }
 }
 
@@ -267,7 +267,8 @@ impl TxSink {
 
     fn send_now(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
         let state = &self.producer.context().state;
-        let Err((e, _)) = send_waiting(&self.producer, base_record(&self.topic, rec, Delivery(ack)))
+        let Err((e, _)) =
+            send_waiting(&self.producer, base_record(&self.topic, rec, Delivery(ack)))
         else {
             return Ok(());
         };
@@ -426,7 +427,13 @@ impl Transactions {
     pub fn due(&self) -> bool {
         self.open.is_some_and(|opened| {
             opened.elapsed() >= self.interval
-                || self.producer.context().state.sent_alone.load(Ordering::Relaxed) >= MAX_ALONE
+                || self
+                    .producer
+                    .context()
+                    .state
+                    .sent_alone
+                    .load(Ordering::Relaxed)
+                    >= MAX_ALONE
         })
     }
 
@@ -572,9 +579,9 @@ impl Transactions {
     /// record it purged.
     fn abort(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + COMMIT_PATIENCE;
-        if let Err(failed) =
-            self.retrying(deadline, "abort", || self.producer.abort_transaction(CALL_TIMEOUT))
-        {
+        if let Err(failed) = self.retrying(deadline, "abort", || {
+            self.producer.abort_transaction(CALL_TIMEOUT)
+        }) {
             return Err(match failed {
                 Failed::Fatal(e) => e,
                 Failed::Abort(why) => anyhow::anyhow!("input `{}`: {why}", self.input),
