@@ -20,7 +20,7 @@ use rdkafka::producer::{
 
 use switchyard::kafka::{ApacheKafka, ApacheKafkaOptions, consumer_config, producer_config};
 
-use crate::results::{APACHE_CONFIGS, KAFKA_CONFIGS, Throughput};
+use crate::results::{APACHE_CONFIGS, KAFKA_CONFIGS, Reply, Throughput};
 use crate::setup::{Killed, Setup, cpu_seconds, json_payload, run_router};
 
 /// The sizes measured on Apache Kafka.
@@ -147,6 +147,26 @@ fn readable(client: &BaseConsumer, topic: &str) -> i64 {
         .sum()
 }
 
+/// The offsets the group of `client` has committed on `topic`, summed.
+pub fn committed(client: &BaseConsumer, topic: &str) -> i64 {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS as i32 {
+        tpl.add_partition(topic, p);
+    }
+    client
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .map_or(0, |offsets| {
+            offsets
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(n) => Some(n),
+                    _ => None,
+                })
+                .sum()
+        })
+}
+
 /// Records ever written to `topic`.
 pub fn written(client: &BaseConsumer, topic: &str) -> i64 {
     watermarks(client, topic).iter().map(|(_, high)| high).sum()
@@ -160,8 +180,9 @@ pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
 }
 
 /// Every Apache Kafka configuration at 100 B and 1 KiB (those of the run's sizes),
-/// alternating within each round.
-pub fn throughput_apache(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
+/// alternating within each round; then the end-to-end latency at-least-once and
+/// exactly-once.
+pub fn throughput_apache(setup: &Setup) -> anyhow::Result<(Vec<Throughput>, Vec<Reply>)> {
     let sizes: Vec<usize> = setup
         .sizes
         .iter()
@@ -177,7 +198,9 @@ pub fn throughput_apache(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
         kafka.create_topic(&topic, PARTITIONS)?;
     }
     eprintln!("  Apache Kafka at {}", kafka.bootstrap());
-    runs(setup, kafka.bootstrap(), "apache", &APACHE_CONFIGS, &sizes)
+    let throughput = runs(setup, kafka.bootstrap(), "apache", &APACHE_CONFIGS, &sizes)?;
+    let latency = crate::transactions::latency(setup, &kafka)?;
+    Ok((throughput, latency))
 }
 
 /// The input topic of each size and an output topic per configuration, size and round.
@@ -240,7 +263,7 @@ struct Run<'a> {
 }
 
 /// The process in the middle of `config`: the plain loop, the Python loop or the router.
-fn middle(
+pub fn middle(
     setup: &Setup,
     bootstrap: &str,
     config: &str,
@@ -264,6 +287,11 @@ fn middle(
             .spawn()
             .context("starting the Python loop (python3 with confluent-kafka)");
     }
+    let delivery = if kind == "router-eo" {
+        r#", delivery = "exactly-once""#
+    } else {
+        ""
+    };
     let plugin = if kind == "router-json" {
         format!(
             r#"{{ path = "{}", config = {{ field = "{}", op = "gte", value = "{}" }} }}"#,
@@ -286,7 +314,7 @@ watch = "off"
 [kafka.main]
 bootstrap = "{bootstrap}"
 [inputs.in]
-kafka = {{ cluster = "main", topics = ["{input}"], group = "{group}" }}
+kafka = {{ cluster = "main", topics = ["{input}"], group = "{group}"{delivery} }}
 [outputs.out]
 kafka = {{ cluster = "main", topic = "{output}" }}
 [[routes]]
@@ -323,10 +351,20 @@ fn run_once(
     let child = middle(setup, bootstrap, config, (&input, &output, &group), admin)?;
     let pid = child.id();
     let _child = Killed(child);
+    // Exactly-once is done when its transactions have committed the input's offsets;
+    // watermarks count transaction markers as well as records.
+    let offsets = config
+        .starts_with("router-eo")
+        .then(|| consumer_config(bootstrap, &group, &BTreeMap::new()).create::<BaseConsumer>())
+        .transpose()?;
+    let progress = || match &offsets {
+        Some(offsets) => committed(offsets, &input),
+        None => written(client, &output),
+    };
     let wait = |done: &dyn Fn(i64) -> bool, limit: Duration| -> anyhow::Result<i64> {
         let deadline = Instant::now() + limit;
         loop {
-            let n = written(client, &output);
+            let n = progress();
             if done(n) {
                 return Ok(n);
             }

@@ -35,6 +35,7 @@ mod micro;
 mod report;
 mod results;
 mod setup;
+mod transactions;
 mod zmq_runs;
 
 use std::path::{Path, PathBuf};
@@ -170,8 +171,11 @@ fn main() -> anyhow::Result<()> {
     if runs(Group::Kafka) {
         kafka.extend(kafka::throughput(&setup)?);
     }
+    let mut transactions = Vec::new();
     if runs(Group::Apache) {
-        kafka.extend(kafka::throughput_apache(&setup)?);
+        let (throughput, latency) = kafka::throughput_apache(&setup)?;
+        kafka.extend(throughput);
+        transactions = latency;
     }
     let mut replies = Vec::new();
     if runs(Group::Gateway) {
@@ -193,6 +197,7 @@ fn main() -> anyhow::Result<()> {
         throughput: zmq.into_iter().chain(kafka).collect(),
         latency,
         replies,
+        transactions,
         micro,
         took_s: started.elapsed().as_secs_f64(),
     };

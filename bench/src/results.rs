@@ -23,12 +23,17 @@ pub const LATENCY_CONFIGS: [&str; 3] = ["zmq-proxy", "router-native", "router-wa
 /// The configurations on the embedded cluster, in the order each round runs them.
 pub const KAFKA_CONFIGS: [&str; 2] = ["kafka-native", "router-kafka"];
 /// The configurations on Apache Kafka, in the order each round runs them.
-pub const APACHE_CONFIGS: [&str; 4] = [
+pub const APACHE_CONFIGS: [&str; 5] = [
     "kafka-native@apache",
     "router-kafka@apache",
+    "router-eo@apache",
     "router-json@apache",
     "python-json@apache",
 ];
+
+/// The configurations whose end-to-end latency is measured on Apache Kafka: the router
+/// at-least-once and exactly-once.
+pub const TRANSACTION_CONFIGS: [&str; 2] = ["router-kafka@apache", "router-eo@apache"];
 
 /// The ZeroMQ gateway's configurations on Apache Kafka, in the order each round runs them:
 /// one DEALER writing one-way, and the same acknowledged.
@@ -99,15 +104,17 @@ pub struct Latency {
     pub stage_p99_us: Option<f64>,
 }
 
-/// How long a gateway client waited for its answers: from sending a request to reading
-/// its answer.
+/// How long something took, by percentile: a gateway client's answers (from sending a
+/// request to reading its answer), or records through the router on Apache Kafka (from
+/// their timestamp to a `read_committed` consumer reading them).
 #[derive(Debug, Clone, Serialize)]
 pub struct Reply {
-    /// `gateway-ack` (a pipelining DEALER) or `gateway-req` (a REQ client in lock-step).
+    /// `gateway-ack` (a pipelining DEALER), `gateway-req` (a REQ client in lock-step), or
+    /// one of [`TRANSACTION_CONFIGS`].
     pub config: String,
     /// Which alternation.
     pub round: usize,
-    /// Requests answered.
+    /// Requests answered, or records read.
     pub requests: usize,
     /// Median, µs.
     pub p50_us: f64,
@@ -201,6 +208,9 @@ pub struct Results {
     pub latency: Vec<Latency>,
     /// Every gateway answer-time measurement.
     pub replies: Vec<Reply>,
+    /// Every end-to-end latency measurement on Apache Kafka, at-least-once and
+    /// exactly-once.
+    pub transactions: Vec<Reply>,
     /// Every boundary measurement.
     pub micro: Vec<Micro>,
     /// Wall time of the whole run.

@@ -51,6 +51,10 @@ fn quick_run_on_tiny_counts_writes_a_complete_report() {
         "| Kafka (embedded) | `router-kafka` |",
         "| Apache Kafka | `kafka-native@apache` |",
         "| Apache Kafka | `router-kafka@apache` |",
+        "| Apache Kafka | `router-eo@apache` |",
+        "| exactly-once / at-least-once on Apache Kafka (`transaction_ms = 100`) | 100 B |",
+        "| exactly-once (`router-eo@apache`) |",
+        "| at-least-once (`router-kafka@apache`) |",
         "| Apache Kafka | `router-json@apache` |",
         "| Apache Kafka | `python-json@apache` |",
         "| 50 % | `router-wasm` |",
@@ -69,9 +73,11 @@ fn quick_run_on_tiny_counts_writes_a_complete_report() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("json"))
             .expect("valid JSON");
     let throughput = json["throughput"].as_array().expect("throughput");
-    // Thirteen configurations (five ZeroMQ, two on the embedded cluster, four on Apache
+    // Fourteen configurations (five ZeroMQ, two on the embedded cluster, five on Apache
     // Kafka, two through the gateway), two rounds, one size.
-    assert_eq!(throughput.len(), 26);
+    assert_eq!(throughput.len(), 28);
+    // End-to-end latency at-least-once and exactly-once, per round.
+    assert_eq!(json["end_to_end_latency"].as_array().map(Vec::len), Some(4));
     // A pipelining and a lock-step gateway client per round.
     assert_eq!(json["gateway_answers"].as_array().map(Vec::len), Some(4));
     assert!(
