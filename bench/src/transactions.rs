@@ -83,6 +83,7 @@ fn measure(
         .set("group.id", "switchyard-bench-latency")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS as i32 {
