@@ -462,7 +462,7 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(out, "\n## End-to-end latency on Apache Kafka\n");
     let _ = writeln!(
         out,
-        "Records sent at 5 000 per second (100 B, each stamped with its send time), through the router (`passthrough`), read back by a `read_committed` consumer: from the stamp to the read, in whole milliseconds (Kafka timestamps' resolution). Exactly-once records become readable when their transaction commits (every `transaction_ms`, 100 by default). Medians over rounds.\n"
+        "Records sent at 5 000 per second (100 B, each stamped with its send time), through the router (`passthrough`), read back by a `read_committed` consumer (`fetch.wait.max.ms = 50`): from the stamp to the read, in whole milliseconds (Kafka timestamps' resolution). Exactly-once records become readable when their transaction commits (every `transaction_ms`, 100 by default). Medians over rounds.\n"
     );
     let _ = writeln!(out, "| delivery | records per round | p50 | p99 |");
     let _ = writeln!(out, "|---|---|---|---|");
@@ -470,7 +470,11 @@ pub fn markdown(r: &Results) -> String {
         ("router-kafka@apache", "at-least-once"),
         ("router-eo@apache", "exactly-once"),
     ] {
-        let rows: Vec<_> = r.transactions.iter().filter(|x| x.config == config).collect();
+        let rows: Vec<_> = r
+            .transactions
+            .iter()
+            .filter(|x| x.config == config)
+            .collect();
         if rows.is_empty() {
             continue;
         }

@@ -83,7 +83,9 @@ fn measure(
         .set("group.id", "switchyard-bench-latency")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "10")
+        // As a reader that cares for latency would: the broker answers a fetch with nothing
+        // to give after this long, rather than the default 500 ms.
+        .set("fetch.wait.max.ms", "50")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS as i32 {
@@ -96,11 +98,8 @@ fn measure(
     let total = (RATE as f64 * length.as_secs_f64()) as usize;
     let sender = {
         let producer: BaseProducer = producer_config(bootstrap, &BTreeMap::new()).create()?;
-        let (input, measuring, stop) = (
-            input.to_owned(),
-            Arc::clone(&measuring),
-            Arc::clone(&stop),
-        );
+        let (input, measuring, stop) =
+            (input.to_owned(), Arc::clone(&measuring), Arc::clone(&stop));
         std::thread::spawn(move || send(&producer, &input, total, (&measuring, &stop)))
     };
     let mut latencies = Vec::with_capacity(total);

@@ -18,24 +18,24 @@
 //! on the pass after, its message dead-lettered inside that transaction. A fenced producer
 //! stops the input: another instance has its id.
 
+mod output;
+
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
-use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::producer::{Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
 use switchyard_abi::Origin;
 
-use super::sink::{Delivery, base_record, error_name, is_permanent, send_waiting};
 use crate::config::resolved::{KafkaClient, Transactional};
-use crate::metrics::{InputStats, OutputStats};
-use crate::pipeline::{Ack, Incoming, OutRecord, Refused, RouteRunner, Sink};
+use crate::metrics::InputStats;
+use crate::pipeline::{Incoming, RouteRunner, Sink};
+use output::{TxContext, TxSink};
 
 /// How long one call to the transaction coordinator may take before it is tried again.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,249 +43,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// aborted instead: past the producer's `transaction.timeout.ms` (60 s), the broker has
 /// aborted it anyway.
 const COMMIT_PATIENCE: Duration = Duration::from_secs(90);
-
-/// What a broker refusal says about a record.
-#[derive(Debug, Clone)]
-enum Verdict {
-    /// Refused with the batch it travelled in: it or another record of the batch is at
-    /// fault. Sent again, it travels alone.
-    Suspect,
-    /// Refused alone: it can never be written, and is dead-lettered.
-    Refused(String),
-}
-
-/// What the producer's delivery reports tell the input thread about the open transaction.
-#[derive(Debug, Default)]
-struct TxState {
-    /// Why the open transaction cannot commit, once a delivery failed.
-    doomed: Mutex<Option<String>>,
-    /// Whether `doomed` has a reason: the records of a doomed transaction are not sent.
-    is_doomed: AtomicBool,
-    /// Records the broker refused, by [`fingerprint`]; kept until a transaction commits.
-    refused: Mutex<HashMap<u64, Verdict>>,
-    /// Whether `refused` has anything, so sends skip hashing while it is empty.
-    any_refused: AtomicBool,
-    /// The fingerprint of the record being sent alone, or 0.
-    alone: AtomicU64,
-    /// Set once the delivery of the record sent alone has been reported.
-    alone_reported: AtomicBool,
-    /// Records sent alone in the open transaction.
-    sent_alone: AtomicU32,
-    /// Each topic's output and its counters, for errors reported by topic.
-    outputs: Mutex<HashMap<String, Arc<OutputStats>>>,
-}
-
-impl TxState {
-    fn doom(&self, why: String) {
-        self.doomed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(why);
-        self.is_doomed.store(true, Ordering::Release);
-    }
-
-    /// Why the open transaction cannot commit, if it cannot; forgets it.
-    fn take_doom(&self) -> Option<String> {
-        self.is_doomed.store(false, Ordering::Release);
-        self.doomed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    }
-
-    fn verdicts(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Verdict>> {
-        self.refused.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn verdict(&self, fingerprint: u64) -> Option<Verdict> {
-        if !self.any_refused.load(Ordering::Acquire) {
-            return None;
-        }
-        self.verdicts().get(&fingerprint).cloned()
-    }
-
-    /// The broker refused the record with this fingerprint for `reason`.
-    fn refuse(&self, fingerprint: u64, reason: String) {
-        let alone = self.alone.load(Ordering::Acquire) == fingerprint;
-        let mut verdicts = self.verdicts();
-        if alone {
-            verdicts.insert(fingerprint, Verdict::Refused(reason));
-        } else {
-            verdicts.entry(fingerprint).or_insert(Verdict::Suspect);
-        }
-        self.any_refused.store(true, Ordering::Release);
-    }
-
-    /// The broker took the record with this fingerprint, sent alone: it is no suspect.
-    fn cleared(&self, fingerprint: u64) {
-        self.verdicts().remove(&fingerprint);
-    }
-}
-
-/// Identifies a record by topic, key and payload: what a broker refusal depends on.
-fn fingerprint(topic: &str, key: Option<&[u8]>, payload: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    (topic, key, payload).hash(&mut h);
-    h.finish().max(1)
-}
-
-/// [`fingerprint`] of a record the producer reports on.
-fn fingerprint_of(message: &rdkafka::message::BorrowedMessage<'_>) -> u64 {
-    fingerprint(
-        message.topic(),
-        message.key(),
-        message.payload().unwrap_or_default(),
-    )
-}
-
-/// Hears the transactional producer's delivery reports.
-struct TxContext {
-    state: Arc<TxState>,
-}
-
-impl ClientContext for TxContext {}
-
-impl ProducerContext for TxContext {
-    type DeliveryOpaque = Delivery;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _ack: Delivery) {
-        let state = &self.state;
-        let (e, message) = match result {
-            Ok(message) => {
-                let alone = state.alone.load(Ordering::Acquire);
-                if alone != 0 && fingerprint_of(message) == alone {
-                    state.cleared(alone);
-                    state.alone_reported.store(true, Ordering::Release);
-                }
-                return;
-            }
-            Err((e, message)) => (e, message),
-        };
-        // Whatever the error, the record sent alone has its answer once this returns.
-        let _reported = Reported(state);
-        // Records an abort purged: their transaction is being read again already.
-        if matches!(
-            e.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
-        ) {
-            return;
-        }
-        let topic = message.topic();
-        if let Some(stats) = state
-            .outputs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(topic)
-        {
-            stats.error(&error_name(e));
-        }
-        if is_permanent(e) {
-            state.refuse(fingerprint_of(message), e.to_string());
-        }
-        state.doom(format!(
-            "a record for topic `{topic}` was not delivered: {e}"
-        ));
-    }
-}
-
-/// Says, when dropped, that a delivery report has been handled.
-struct Reported<'a>(&'a TxState);
-
-impl Drop for Reported<'_> {
-    fn drop(&mut self) {
-        if self.0.alone.load(Ordering::Acquire) != 0 {
-            self.0.alone_reported.store(true, Ordering::Release);
-        }
-    }
-}
-
-/// A Kafka output of an exactly-once input: its records join the input's transaction.
-struct TxSink {
-    name: String,
-    topic: String,
-    producer: Arc<ThreadedProducer<TxContext>>,
-    stats: Arc<OutputStats>,
-}
-
-impl Sink for TxSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn send(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
-        let state = &self.producer.context().state;
-        if state.is_doomed.load(Ordering::Acquire) {
-            // The transaction will be aborted and this message processed again.
-            return Ok(());
-        }
-        let print = fingerprint(&self.topic, rec.key, rec.payload);
-        match state.verdict(print) {
-            Some(Verdict::Refused(reason)) => {
-                return Err(Refused {
-                    output: self.name.clone(),
-                    reason,
-                }
-                .into());
-            }
-            Some(Verdict::Suspect) => {
-                // In a batch of its own: everything sent before goes first, and its
-                // delivery is reported before anything else is sent.
-                self.settle(|| self.producer.in_flight_count() == 0);
-                state.sent_alone.fetch_add(1, Ordering::Relaxed);
-                state.alone_reported.store(false, Ordering::Release);
-                state.alone.store(print, Ordering::Release);
-                let sent = self.send_now(rec, ack);
-                self.settle(|| state.alone_reported.load(Ordering::Acquire));
-                state.alone.store(0, Ordering::Release);
-                sent
-            }
-            None => self.send_now(rec, ack),
-        }
-    }
-
-    fn kafka(&self) -> Option<(&str, &Arc<OutputStats>)> {
-        Some((&self.topic, &self.stats))
-    }
-
-    fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
-        self.producer
-            .flush(timeout)
-            .with_context(|| format!("output `{}`: flush did not finish", self.name))
-    }
-}
-
-impl TxSink {
-    /// Lets the producer deliver until `done`, the transaction is doomed (then nothing
-    /// more is delivered until it is aborted), or [`CALL_TIMEOUT`] passes.
-    fn settle(&self, done: impl Fn() -> bool) {
-        let state = &self.producer.context().state;
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        while !done() && !state.is_doomed.load(Ordering::Acquire) && Instant::now() < deadline {
-            let _ = self.producer.flush(Duration::from_millis(5));
-        }
-    }
-
-    fn send_now(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
-        let state = &self.producer.context().state;
-        let Err((e, _)) =
-            send_waiting(&self.producer, base_record(&self.topic, rec, Delivery(ack)))
-        else {
-            return Ok(());
-        };
-        self.stats.error(&error_name(&e));
-        if is_permanent(&e) {
-            return Err(Refused {
-                output: self.name.clone(),
-                reason: e.to_string(),
-            }
-            .into());
-        }
-        // The transaction is aborted and the message processed again: nothing to say to
-        // the route, which would fail the message.
-        state.doom(format!("output `{}` could not produce: {e}", self.name));
-        Ok(())
-    }
-}
 
 /// Why a transaction did not commit.
 enum Failed {
@@ -466,10 +223,7 @@ impl Transactions {
             Ok(()) => {
                 t.committed.fetch_add(1, Ordering::Relaxed);
                 t.commit_seconds.observe(started.elapsed().as_secs_f64());
-                let state = &self.producer.context().state;
-                if state.any_refused.swap(false, Ordering::AcqRel) {
-                    state.verdicts().clear();
-                }
+                self.producer.context().state.forget_refusals();
                 self.stats.set_problem("transactions", None);
                 Ok(())
             }
@@ -480,8 +234,7 @@ impl Transactions {
                      offsets it began at"
                 );
                 self.abort()?;
-                rewind(consumer, &read);
-                Ok(())
+                rewind(consumer, &read).with_context(|| format!("input `{}`", self.input))
             }
             Err(Failed::Fatal(e)) => Err(e),
         }
@@ -508,6 +261,8 @@ impl Transactions {
         let metadata = consumer.group_metadata().ok_or_else(|| {
             Failed::Abort("the consumer has no group metadata to commit offsets with".to_owned())
         })?;
+        // Records still lingering go now, while the offsets are sent.
+        let _ = self.producer.flush(Duration::ZERO);
         let started = Instant::now();
         let deadline = started + COMMIT_PATIENCE;
         self.retrying(deadline, "send the input's offsets", || {
@@ -621,16 +376,30 @@ impl Transactions {
 }
 
 /// Sends `consumer` back to the first offset an aborted transaction read on each
-/// partition; a partition no longer assigned is left to its next owner.
+/// partition; a partition no longer assigned is left to its next owner. A partition still
+/// assigned that cannot be sent back is an error: reading on would skip what the aborted
+/// transaction read.
 fn rewind<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     read: &HashMap<(String, i32), (i64, i64)>,
-) {
+) -> anyhow::Result<()> {
     for ((topic, partition), (first, _)) in read {
-        if let Err(e) = consumer.seek(topic, *partition, Offset::Offset(*first), CALL_TIMEOUT) {
-            tracing::debug!(topic, partition, error = %e, "not rewound (no longer assigned?)");
+        let Err(e) = consumer.seek(topic, *partition, Offset::Offset(*first), CALL_TIMEOUT) else {
+            continue;
+        };
+        let assigned = consumer.assignment().map_or(true, |a| {
+            a.elements()
+                .iter()
+                .any(|p| p.topic() == topic && p.partition() == *partition)
+        });
+        if assigned {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot go back to offset {first} of {topic}/{partition} after an abort"
+            )));
         }
+        tracing::debug!(topic, partition, "not rewound: no longer assigned");
     }
+    Ok(())
 }
 
 /// Shares an input's transactions between its loop and its consumer's callbacks, which run
