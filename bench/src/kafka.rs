@@ -180,9 +180,12 @@ pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
 }
 
 /// Every Apache Kafka configuration at 100 B and 1 KiB (those of the run's sizes),
-/// alternating within each round; then the end-to-end latency at-least-once and
-/// exactly-once.
-pub fn throughput_apache(setup: &Setup) -> anyhow::Result<(Vec<Throughput>, Vec<Reply>)> {
+/// alternating within each round; then `then` on the same broker (the end-to-end latency
+/// at-least-once and exactly-once).
+pub fn throughput_apache(
+    setup: &Setup,
+    then: impl FnOnce(&ApacheKafka) -> anyhow::Result<Vec<Reply>>,
+) -> anyhow::Result<(Vec<Throughput>, Vec<Reply>)> {
     let sizes: Vec<usize> = setup
         .sizes
         .iter()
@@ -199,8 +202,7 @@ pub fn throughput_apache(setup: &Setup) -> anyhow::Result<(Vec<Throughput>, Vec<
     }
     eprintln!("  Apache Kafka at {}", kafka.bootstrap());
     let throughput = runs(setup, kafka.bootstrap(), "apache", &APACHE_CONFIGS, &sizes)?;
-    let latency = crate::transactions::latency(setup, &kafka)?;
-    Ok((throughput, latency))
+    Ok((throughput, then(&kafka)?))
 }
 
 /// The input topic of each size and an output topic per configuration, size and round.

@@ -173,7 +173,8 @@ fn main() -> anyhow::Result<()> {
     }
     let mut transactions = Vec::new();
     if runs(Group::Apache) {
-        let (throughput, latency) = kafka::throughput_apache(&setup)?;
+        let (throughput, latency) =
+            kafka::throughput_apache(&setup, |kafka| transactions::latency(&setup, kafka))?;
         kafka.extend(throughput);
         transactions = latency;
     }

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
+
 use crate::kafka::Record;
 use crate::plugins;
 
@@ -43,4 +45,12 @@ pub fn version_of(r: &Record) -> u32 {
         .trim_start_matches('v')
         .parse()
         .expect("version digits")
+}
+
+/// The SHA-256 of `bytes` in hex, as `/routes` shows a plugin's.
+pub fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -11,22 +11,14 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use sha2::{Digest, Sha256};
 use switchyard_tests::admin::{get, metric, post, sample};
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Input, Record, produce, read_topic};
 use switchyard_tests::procs::{Proc, Scratch, router_env};
-use switchyard_tests::versions::{tag_build, version_of, write_by_rename};
+use switchyard_tests::versions::{sha256, tag_build, version_of, write_by_rename};
 use switchyard_tests::{free_port, plugins, wait_until};
 
 const READ: Duration = Duration::from_secs(90);
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A router running `config` in `scratch`, its admin endpoint on a free port.
 struct Running {

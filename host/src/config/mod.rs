@@ -21,6 +21,7 @@
 mod interpolate;
 pub mod resolved;
 mod transactions;
+pub use transactions::Delivery;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -252,33 +253,6 @@ pub struct KafkaInput {
     /// With `delivery = "exactly-once"`: how long a transaction stays open, in
     /// milliseconds (default [`KafkaInput::TRANSACTION_MS`]).
     pub transaction_ms: Option<Spanned<u64>>,
-}
-
-impl KafkaInput {
-    /// How long a transaction stays open unless the input says otherwise.
-    pub const TRANSACTION_MS: u64 = 100;
-    /// The longest a transaction may stay open: well inside the producer's
-    /// `transaction.timeout.ms` (60 s), after which the broker aborts it.
-    pub const MAX_TRANSACTION_MS: u64 = 30_000;
-
-    /// Whether the input is exactly-once.
-    pub fn exactly_once(&self) -> bool {
-        self.delivery
-            .as_ref()
-            .is_some_and(|d| *d.get_ref() == Delivery::ExactlyOnce)
-    }
-}
-
-/// What a Kafka input promises about its records' outputs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Delivery {
-    /// Every record's outputs are written at least once: a crash can write some twice.
-    #[default]
-    AtLeastOnce,
-    /// Every record's outputs are written exactly once, as seen by `read_committed`
-    /// consumers: Kafka transactions.
-    ExactlyOnce,
 }
 
 /// `[outputs.NAME]`: exactly one of `kafka` or `zmq`.

@@ -3,7 +3,36 @@
 //! so that one transaction can hold them all with the input's offsets. Anything else is
 //! refused by name, never quietly run at-least-once.
 
+use serde::Deserialize;
+
 use super::{ConfigFile, KafkaInput, Located};
+
+impl KafkaInput {
+    /// How long a transaction stays open unless the input says otherwise.
+    pub const TRANSACTION_MS: u64 = 100;
+    /// The longest a transaction may stay open: well inside the producer's
+    /// `transaction.timeout.ms` (60 s), after which the broker aborts it.
+    pub const MAX_TRANSACTION_MS: u64 = 30_000;
+
+    /// Whether the input is exactly-once.
+    pub fn exactly_once(&self) -> bool {
+        self.delivery
+            .as_ref()
+            .is_some_and(|d| *d.get_ref() == Delivery::ExactlyOnce)
+    }
+}
+
+/// What a Kafka input promises about its records' outputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Every record's outputs are written at least once: a crash can write some twice.
+    #[default]
+    AtLeastOnce,
+    /// Every record's outputs are written exactly once, as seen by `read_committed`
+    /// consumers: Kafka transactions.
+    ExactlyOnce,
+}
 
 /// The problems of the file's exactly-once inputs, and of `transaction_ms` where it does
 /// not apply.
