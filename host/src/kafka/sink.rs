@@ -162,9 +162,10 @@ impl Sink for KafkaSink {
 
     fn send(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
         let record = base_record(&self.topic, rec, Delivery(ack));
-        let Err((e, back)) = send_waiting(&self.producer, record) else {
+        let Err(unsent) = send_waiting(&self.producer, record) else {
             return Ok(());
         };
+        let (e, back) = *unsent;
         self.stats.error(&error_name(&e));
         if is_permanent(&e) {
             // The route dead-letters the message; the acknowledgement it gave is dropped
@@ -230,7 +231,7 @@ pub(super) type Unsent<'a> = (KafkaError, BaseRecord<'a, [u8], [u8], Delivery>);
 pub(super) fn send_waiting<'a, C: ProducerContext<DeliveryOpaque = Delivery>>(
     producer: &ThreadedProducer<C>,
     mut record: BaseRecord<'a, [u8], [u8], Delivery>,
-) -> Result<(), Unsent<'a>> {
+) -> Result<(), Box<Unsent<'a>>> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -238,7 +239,7 @@ pub(super) fn send_waiting<'a, C: ProducerContext<DeliveryOpaque = Delivery>>(
                 record = back;
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Err(unsent) => return Err(unsent),
+            Err(unsent) => return Err(Box::new(unsent)),
         }
     }
 }

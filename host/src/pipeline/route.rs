@@ -91,7 +91,7 @@ impl RouteRunner {
     /// moves its routes' Kafka outputs into its transactions.
     pub fn replace_sinks(
         &mut self,
-        replace: &mut dyn FnMut(&Arc<dyn Sink>) -> Option<Arc<dyn Sink>>,
+        mut replace: impl FnMut(&Arc<dyn Sink>) -> Option<Arc<dyn Sink>>,
     ) {
         let spec = &mut self.spec;
         let sinks = spec

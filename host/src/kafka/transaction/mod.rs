@@ -118,7 +118,7 @@ impl Transactions {
     /// Moves the Kafka outputs of `runners` into this input's transactions.
     pub fn adopt(&mut self, runners: &mut [RouteRunner]) {
         for runner in runners {
-            runner.replace_sinks(&mut |sink| {
+            runner.replace_sinks(|sink| {
                 let (topic, stats) = sink.kafka()?;
                 let name = sink.name();
                 if let Some(mine) = self.sinks.get(name)
@@ -151,7 +151,7 @@ impl Transactions {
         if self.open.is_none() {
             self.producer.begin_transaction().map_err(|e| {
                 self.failure(e, "begin a transaction")
-                    .map_or_else(|why| anyhow::anyhow!(why), |fatal| fatal)
+                    .unwrap_or_else(|why| anyhow::anyhow!(why))
             })?;
             self.open = Some(Instant::now());
         }

@@ -204,13 +204,11 @@ impl Sink for TxSink {
         }
         let print = fingerprint(&self.topic, rec.key, rec.payload);
         match state.verdict(print) {
-            Some(Verdict::Refused(reason)) => {
-                return Err(Refused {
-                    output: self.name.clone(),
-                    reason,
-                }
-                .into());
+            Some(Verdict::Refused(reason)) => Err(Refused {
+                output: self.name.clone(),
+                reason,
             }
+            .into()),
             Some(Verdict::Suspect) => {
                 // In a batch of its own: everything sent before goes first, and its
                 // delivery is reported before anything else is sent.
@@ -251,11 +249,11 @@ impl TxSink {
 
     fn send_now(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
         let state = &self.producer.context().state;
-        let Err((e, _)) =
-            send_waiting(&self.producer, base_record(&self.topic, rec, Delivery(ack)))
-        else {
+        let record = base_record(&self.topic, rec, Delivery(ack));
+        let Err(unsent) = send_waiting(&self.producer, record) else {
             return Ok(());
         };
+        let (e, _) = *unsent;
         self.stats.error(&error_name(&e));
         if is_permanent(&e) {
             return Err(Refused {
