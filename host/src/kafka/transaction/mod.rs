@@ -43,6 +43,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// aborted instead: past the producer's `transaction.timeout.ms` (60 s), the broker has
 /// aborted it anyway.
 const COMMIT_PATIENCE: Duration = Duration::from_secs(90);
+/// How long to wait before trying a failed transactional call again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why a transaction did not commit.
 enum Failed {
@@ -319,6 +321,8 @@ impl Transactions {
             let problem = format!("cannot {what} yet, trying again: {e}");
             tracing::warn!("{problem}");
             self.stats.set_problem("transactions", Some(problem));
+            // A call that fails at once (no coordinator yet) is not tried again at once.
+            std::thread::sleep(RETRY_PAUSE);
         }
     }
 
