@@ -134,6 +134,7 @@ impl PacedProducer {
         let stopping = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             let start = Instant::now();
+            let mut sent = 0;
             for i in 0..n {
                 if stopping.load(Ordering::Relaxed) {
                     break;
@@ -147,11 +148,12 @@ impl PacedProducer {
                     &producer,
                     BaseRecord::<str, str>::to(&topic).key(&k).payload(&p),
                 );
+                sent = i + 1;
             }
             producer
                 .flush(Duration::from_secs(600))
                 .expect("the stream producer delivers everything");
-            n
+            sent
         });
         PacedProducer {
             stop,
@@ -164,6 +166,15 @@ impl PacedProducer {
         if let Some(t) = self.thread.take() {
             t.join().expect("stream producer thread");
         }
+    }
+
+    /// Stops sending, waits until what was sent is delivered, and says how many messages
+    /// that is: the stream `0..` that many.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map_or(0, |t| t.join().expect("stream producer thread"))
     }
 }
 

@@ -377,7 +377,8 @@ fn a_second_instance_joining_under_load_duplicates_nothing() {
 /// version, once, and per partition the versions only go up.
 #[test]
 fn a_plugin_swapped_under_load_processes_each_message_with_one_version_once() {
-    const N: u64 = 20_000;
+    /// Records each version commits, at least, before the next one is swapped in.
+    const EACH: i64 = 2_000;
     let broker = Broker::start(BrokerKind::Apache, &["in:4", "out:4", "dlq:1"]);
     let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("exactly-once-reload");
@@ -400,9 +401,12 @@ fn a_plugin_swapped_under_load_processes_each_message_with_one_version_once() {
         &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
     );
     assigned(&log);
-    let producer = PacedProducer::start(&bootstrap, "in", N, 3_000);
-    for version in 2..=6_u32 {
-        let target = N as i64 * i64::from(version - 1) / 7;
+    // Flows until stopped: each version is swapped in only once the one before it has
+    // committed its share, however slow the machine.
+    let producer = PacedProducer::start(&bootstrap, "in", u64::MAX, 3_000);
+    let mut served_at = 0;
+    for version in 2..=7_u32 {
+        let target = served_at + EACH;
         assert!(
             wait_until(DEADLINE, || committed(&bootstrap, "eo-reload", "in")
                 >= target),
@@ -410,6 +414,9 @@ fn a_plugin_swapped_under_load_processes_each_message_with_one_version_once() {
             version - 1,
             log_of(&log)
         );
+        if version == 7 {
+            break;
+        }
         let build = tag_build(version);
         write_by_rename(&plugin, &build);
         let hash = sha256(&build);
@@ -418,16 +425,17 @@ fn a_plugin_swapped_under_load_processes_each_message_with_one_version_once() {
             "v{version} never served:\n{}",
             log_of(&log)
         );
+        served_at = committed(&bootstrap, "eo-reload", "in");
     }
-    producer.finish();
+    let n = producer.stop();
     assert!(
         wait_until(DEADLINE, || committed(&bootstrap, "eo-reload", "in")
-            == N as i64),
+            == n as i64),
         "the stream was not committed whole:\n{}",
         log_of(&log)
     );
     let out = read_all(&bootstrap, "out", QUIET);
-    let audit = audit(&out, N);
+    let audit = audit(&out, n);
     let mut by_partition: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
     for r in &out {
         by_partition
@@ -437,7 +445,7 @@ fn a_plugin_swapped_under_load_processes_each_message_with_one_version_once() {
     }
     let versions: BTreeSet<u32> = by_partition.values().flatten().copied().collect();
     eprintln!(
-        "exactly-once, five plugin swaps under load: {N} in, out {} records (lost {}, \
+        "exactly-once, five plugin swaps under load: {n} in, out {} records (lost {}, \
          duplicates {}, out of order {}); versions seen {versions:?}",
         out.len(),
         audit.lost,
@@ -465,5 +473,44 @@ fn a_plugin_swapped_under_load_processes_each_message_with_one_version_once() {
         ) > 0.0,
         "commit latency is not measured"
     );
+    stop(proc, &log);
+}
+
+/// The broker freezes for 20 s under load (SIGSTOP, then SIGCONT): the open transaction's
+/// commit waits and is retried, or is aborted and read again; either way nothing is lost or
+/// written twice, and the router is still running.
+#[test]
+fn a_frozen_broker_under_load_loses_nothing_and_duplicates_nothing() {
+    const N: u64 = 18_000;
+    let broker = Broker::start(BrokerKind::Apache, &["in:4", "out:4", "dlq:1"]);
+    let bootstrap = broker.bootstrap().to_owned();
+    let scratch = Scratch::new("exactly-once-freeze");
+    let cfg = scratch.write(
+        "router.toml",
+        &config(&bootstrap, "eo-freeze", "a", &json_route()),
+    );
+    let log = scratch.path("router.log");
+    let mut proc = router(&cfg, &log);
+    assigned(&log);
+    let producer = PacedProducer::start_with(&bootstrap, "in", (N, 2_000), json_payload);
+    assert!(
+        wait_until(DEADLINE, || committed(&bootstrap, "eo-freeze", "in")
+            >= N as i64 / 4),
+        "the stream stalled:\n{}",
+        log_of(&log)
+    );
+    broker.pause();
+    std::thread::sleep(Duration::from_secs(20));
+    broker.resume();
+    producer.finish();
+    assert!(
+        wait_until(DEADLINE, || committed(&bootstrap, "eo-freeze", "in")
+            == N as i64),
+        "the stream was not committed whole after the freeze: {} of {N}:\n{}",
+        committed(&bootstrap, "eo-freeze", "in"),
+        log_of(&log)
+    );
+    assert!(proc.is_running(), "the router died:\n{}", log_of(&log));
+    account(&bootstrap, N, "the broker frozen for 20 s under load");
     stop(proc, &log);
 }
