@@ -287,11 +287,26 @@ fn a_broker_restart_under_load_loses_nothing() {
 /// dropped just after the thaw is the same outage), and loses nothing.
 #[test]
 fn a_frozen_broker_is_reported_and_the_flow_resumes() {
+    frozen_broker("");
+}
+
+/// The same with a static member (`instance_id`) whose 6 s session expires in the freeze:
+/// librdkafka's consumer then fails for good, fenced by its own rejoin, and the input goes
+/// on with a new consumer instead of stalling.
+#[test]
+fn a_static_member_frozen_out_of_its_session_rejoins() {
+    frozen_broker("instance_id = \"router-0\"\n");
+}
+
+fn frozen_broker(top: &str) {
     const N: u64 = 40_000;
     let mut broker = Broker::start(BrokerKind::Apache, &["in:4", "out:4"]);
     let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("frozen");
-    let cfg = scratch.write("router.toml", &config(&bootstrap, "frozen", CLASSIC));
+    let cfg = scratch.write(
+        "router.toml",
+        &format!("{top}{}", config(&bootstrap, "frozen", CLASSIC)),
+    );
     let admin = format!("127.0.0.1:{}", free_port());
     let log = scratch.path("router.log");
     let proc = router_env(
@@ -341,9 +356,16 @@ fn a_frozen_broker_is_reported_and_the_flow_resumes() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let warnings = text.matches("has not answered").count();
     let recoveries = text.matches("the cluster answers again").count();
+    let new_consumers = text.matches("starts over with a new consumer").count();
     eprintln!(
-        "frozen broker: reported after {:.1} s, ready {:.1} s after the thaw; {warnings} \
-         warning and {recoveries} recovery lines; lost={} duplicates={}",
+        "frozen broker{}: reported after {:.1} s, ready {:.1} s after the thaw; {warnings} \
+         warning and {recoveries} recovery lines; {new_consumers} new consumers; lost={} \
+         duplicates={}",
+        if top.is_empty() {
+            ""
+        } else {
+            ", static member"
+        },
         noticed.as_secs_f64(),
         ready_again.as_secs_f64(),
         audit.lost,

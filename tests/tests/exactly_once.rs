@@ -82,6 +82,24 @@ fn json_route() -> String {
     )
 }
 
+/// Waits until `group` has committed offsets on `in` (summed) that satisfy `reached`;
+/// otherwise fails, saying `what` and how far it got, with the routers' logs.
+fn wait_committed(
+    (bootstrap, group): (&str, &str),
+    reached: impl Fn(i64) -> bool,
+    what: &str,
+    logs: &[&Path],
+) {
+    if !wait_until(DEADLINE, || reached(committed(bootstrap, group, "in"))) {
+        let logs: Vec<String> = logs.iter().map(|l| log_of(l)).collect();
+        panic!(
+            "{what}: {} committed\n{}",
+            committed(bootstrap, group, "in"),
+            logs.join("\n")
+        );
+    }
+}
+
 fn log_contains(path: &Path, text: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|l| l.contains(text))
 }
@@ -169,12 +187,11 @@ fn sigkill_five_times_under_load_loses_nothing_and_duplicates_nothing() {
         // Killed only once it has committed more since the last start: each kill lands
         // mid-stream, with a transaction open.
         let target = N as i64 * kill / 7;
-        assert!(
-            wait_until(DEADLINE, || committed(&bootstrap, "eo-kill", "in")
-                >= target),
-            "kill {kill}: the stream stalled at {} committed:\n{}",
-            committed(&bootstrap, "eo-kill", "in"),
-            log_of(&log)
+        wait_committed(
+            (&bootstrap, "eo-kill"),
+            |n| n >= target,
+            &format!("kill {kill}: the stream stalled"),
+            &[&log],
         );
         proc.signal("KILL");
         assert!(proc.wait_for_exit(Duration::from_secs(10)).is_some());
@@ -182,12 +199,11 @@ fn sigkill_five_times_under_load_loses_nothing_and_duplicates_nothing() {
         proc = router(&cfg, &log);
     }
     producer.finish();
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-kill", "in")
-            == N as i64),
-        "the stream was not committed whole: {} of {N}:\n{}",
-        committed(&bootstrap, "eo-kill", "in"),
-        log_of(&log)
+    wait_committed(
+        (&bootstrap, "eo-kill"),
+        |n| n == N as i64,
+        "the stream was not committed whole",
+        &[&log],
     );
     assert!(proc.is_running(), "the router died:\n{}", log_of(&log));
     account(&bootstrap, N, "five SIGKILLs under load");
@@ -244,12 +260,11 @@ fn a_refused_record_aborts_its_transaction_and_is_dead_lettered_once() {
     );
     assigned(&log);
     produce(&bootstrap, "in", &records);
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-refused", "in")
-            == N as i64),
-        "the stream was not committed whole: {} of {N}:\n{}",
-        committed(&bootstrap, "eo-refused", "in"),
-        log_of(&log)
+    wait_committed(
+        (&bootstrap, "eo-refused"),
+        |n| n == N as i64,
+        "the stream was not committed whole",
+        &[&log],
     );
     let out = read_all(&bootstrap, "out", QUIET);
     let dead = read_all(&bootstrap, "dlq", QUIET);
@@ -306,11 +321,11 @@ fn a_second_instance_with_the_same_id_fences_the_first() {
     let mut a = router(&cfg, &log_a);
     assigned(&log_a);
     let producer = PacedProducer::start_with(&bootstrap, "in", (N, 3_000), json_payload);
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-fence", "in")
-            >= N as i64 / 4),
-        "the stream stalled:\n{}",
-        log_of(&log_a)
+    wait_committed(
+        (&bootstrap, "eo-fence"),
+        |n| n >= N as i64 / 4,
+        "the stream stalled",
+        &[&log_a],
     );
     let b = router(&cfg, &log_b);
     let exited = a.wait_for_exit(DEADLINE);
@@ -325,12 +340,11 @@ fn a_second_instance_with_the_same_id_fences_the_first() {
         log_of(&log_a)
     );
     producer.finish();
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-fence", "in")
-            == N as i64),
-        "the second router did not finish the stream: {} of {N}:\n{}",
-        committed(&bootstrap, "eo-fence", "in"),
-        log_of(&log_b)
+    wait_committed(
+        (&bootstrap, "eo-fence"),
+        |n| n == N as i64,
+        "the second router did not finish the stream",
+        &[&log_b],
     );
     account(&bootstrap, N, "fenced by a second instance");
     stop(b, &log_b);
@@ -350,22 +364,20 @@ fn a_second_instance_joining_under_load_duplicates_nothing() {
     let a = router(&cfg_a, &log_a);
     assigned(&log_a);
     let producer = PacedProducer::start_with(&bootstrap, "in", (N, 3_000), json_payload);
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-join", "in")
-            >= N as i64 / 4),
-        "the stream stalled:\n{}",
-        log_of(&log_a)
+    wait_committed(
+        (&bootstrap, "eo-join"),
+        |n| n >= N as i64 / 4,
+        "the stream stalled",
+        &[&log_a],
     );
     let b = router(&cfg_b, &log_b);
     assigned(&log_b);
     producer.finish();
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-join", "in")
-            == N as i64),
-        "the group did not finish the stream: {} of {N}:\n{}\n{}",
-        committed(&bootstrap, "eo-join", "in"),
-        log_of(&log_a),
-        log_of(&log_b)
+    wait_committed(
+        (&bootstrap, "eo-join"),
+        |n| n == N as i64,
+        "the group did not finish the stream",
+        &[&log_a, &log_b],
     );
     account(&bootstrap, N, "a second instance joins under load");
     stop(a, &log_a);
@@ -407,12 +419,11 @@ fn a_plugin_swapped_under_load_processes_each_message_with_one_version_once() {
     let mut served_at = 0;
     for version in 2..=7_u32 {
         let target = served_at + EACH;
-        assert!(
-            wait_until(DEADLINE, || committed(&bootstrap, "eo-reload", "in")
-                >= target),
-            "v{}: the stream stalled:\n{}",
-            version - 1,
-            log_of(&log)
+        wait_committed(
+            (&bootstrap, "eo-reload"),
+            |n| n >= target,
+            &format!("v{}: the stream stalled", version - 1),
+            &[&log],
         );
         if version == 7 {
             break;
@@ -428,11 +439,11 @@ fn a_plugin_swapped_under_load_processes_each_message_with_one_version_once() {
         served_at = committed(&bootstrap, "eo-reload", "in");
     }
     let n = producer.stop();
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-reload", "in")
-            == n as i64),
-        "the stream was not committed whole:\n{}",
-        log_of(&log)
+    wait_committed(
+        (&bootstrap, "eo-reload"),
+        |c| c == n as i64,
+        "the stream was not committed whole",
+        &[&log],
     );
     let out = read_all(&bootstrap, "out", QUIET);
     let audit = audit(&out, n);
@@ -493,22 +504,21 @@ fn a_frozen_broker_under_load_loses_nothing_and_duplicates_nothing() {
     let mut proc = router(&cfg, &log);
     assigned(&log);
     let producer = PacedProducer::start_with(&bootstrap, "in", (N, 2_000), json_payload);
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-freeze", "in")
-            >= N as i64 / 4),
-        "the stream stalled:\n{}",
-        log_of(&log)
+    wait_committed(
+        (&bootstrap, "eo-freeze"),
+        |n| n >= N as i64 / 4,
+        "the stream stalled",
+        &[&log],
     );
     broker.pause();
     std::thread::sleep(Duration::from_secs(20));
     broker.resume();
     producer.finish();
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "eo-freeze", "in")
-            == N as i64),
-        "the stream was not committed whole after the freeze: {} of {N}:\n{}",
-        committed(&bootstrap, "eo-freeze", "in"),
-        log_of(&log)
+    wait_committed(
+        (&bootstrap, "eo-freeze"),
+        |n| n == N as i64,
+        "the stream was not committed whole after the freeze",
+        &[&log],
     );
     assert!(proc.is_running(), "the router died:\n{}", log_of(&log));
     account(&bootstrap, N, "the broker frozen for 20 s under load");

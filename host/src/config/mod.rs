@@ -477,6 +477,23 @@ pub struct RouteConfig {
     pub reply_when: Option<Spanned<ReplyWhen>>,
 }
 
+impl RouteConfig {
+    /// Every output the route names, with its role as messages say it (`` `to` ``,
+    /// `` destination `NAME` ``, `` `dead_letter` ``).
+    pub fn targets(&self) -> impl Iterator<Item = (String, &Spanned<String>)> {
+        let to = self.to.iter().map(|o| ("`to`".to_owned(), o));
+        let destinations = self
+            .destinations
+            .iter()
+            .map(|(d, o)| (format!("destination `{d}`"), o));
+        let dead_letter = self
+            .dead_letter
+            .iter()
+            .map(|o| ("`dead_letter`".to_owned(), o));
+        to.chain(destinations).chain(dead_letter)
+    }
+}
+
 /// `when`: declarative predicates, all of which must hold.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

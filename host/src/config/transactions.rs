@@ -88,20 +88,7 @@ pub(super) fn check(config: &ConfigFile, p: &mut dyn FnMut(Located)) {
             if !r.from.iter().any(|f| f.get_ref() == name) {
                 continue;
             }
-            let targets =
-                r.to.iter()
-                    .map(|o| ("`to`".to_owned(), o))
-                    .chain(
-                        r.destinations
-                            .iter()
-                            .map(|(d, o)| (format!("destination `{d}`"), o)),
-                    )
-                    .chain(
-                        r.dead_letter
-                            .iter()
-                            .map(|o| ("`dead_letter`".to_owned(), o)),
-                    );
-            for (role, output) in targets {
+            for (role, output) in r.targets() {
                 let Some(out) = config.outputs.get(output.get_ref()) else {
                     continue;
                 };

@@ -163,20 +163,7 @@ pub fn validate(
                 format!("{what}: messages go nowhere: set `to` or `destinations`"),
             ));
         }
-        let targets =
-            r.to.iter()
-                .map(|o| ("`to`".to_owned(), o))
-                .chain(
-                    r.destinations
-                        .iter()
-                        .map(|(d, o)| (format!("destination `{d}`"), o)),
-                )
-                .chain(
-                    r.dead_letter
-                        .iter()
-                        .map(|o| ("`dead_letter`".to_owned(), o)),
-                );
-        for (role, output) in targets {
+        for (role, output) in r.targets() {
             let Some(out) = config.outputs.get(output.get_ref()) else {
                 p(Located::on(
                     output,

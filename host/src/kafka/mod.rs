@@ -22,6 +22,7 @@ pub use transaction::Transactions;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 
@@ -50,38 +51,128 @@ pub fn run_input(
             .entry("group.instance.id".to_owned())
             .or_insert_with(|| member.to_owned());
     }
-    let transactions = match exactly_once {
-        Some(tx) => Some(Arc::new(Mutex::new(Transactions::start(
+    let mut transactions = None;
+    let outage = Arc::default();
+    let mut failures = 0u32;
+    loop {
+        if let Some(tx) = exactly_once
+            && transactions.is_none()
+        {
+            match Transactions::start(name, client, tx, Arc::clone(&stats)) {
+                Ok(started) => transactions = Some(Arc::new(Mutex::new(started))),
+                Err(e) if failures == 0 => return Err(e),
+                Err(e) => {
+                    tracing::warn!("{e:#}; trying again");
+                    failures += 1;
+                    if !pause(control, &mut runners, failures) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+        }
+        let source = KafkaSource::new(
             name,
-            client,
-            tx,
+            (&client.bootstrap, &options),
+            topics,
+            group,
             Arc::clone(&stats),
-        )?))),
-        None => None,
-    };
-    let source = KafkaSource::new(
-        name,
-        (&client.bootstrap, &options),
-        topics,
-        group,
-        stats,
-        transactions,
-    )?;
-    if source.transactions().is_some() {
-        return run_exactly_once(name, &source, control, runners);
+            (transactions.clone(), Arc::clone(&outage)),
+        )?;
+        let began = Instant::now();
+        let ended = if source.transactions().is_some() {
+            run_exactly_once(name, &source, control, &mut runners)?
+        } else {
+            run_at_least_once(name, &source, control, &mut runners)?
+        };
+        let (why, producer_too) = match ended {
+            Ended::Stopped => return Ok(()),
+            Ended::ConsumerFailed(why) => (why, false),
+            Ended::ProducerStuck(why) => (why, true),
+        };
+        // librdkafka cannot revive a consumer after a fatal error (a static member whose
+        // session expired during an outage is fenced by its own rejoin), nor a
+        // transactional producer stuck in a call. Starting over with new ones resumes from
+        // the group's committed offsets; a new transactional producer with the same id
+        // fences the old one and aborts what it left open.
+        let problem = format!("{why}; the input starts over with a new consumer");
+        tracing::warn!("{problem}");
+        stats.set_problem("consumer", Some(problem));
+        source.retire();
+        if producer_too {
+            transactions = None;
+        }
+        if began.elapsed() >= STEADY {
+            failures = 0;
+        }
+        failures += 1;
+        if !pause(control, &mut runners, failures) {
+            return Ok(());
+        }
     }
-    while control.between_batches(&mut runners) {
+}
+
+/// How long an input must have run before a failure no longer counts as a repeat of the
+/// one before it.
+const STEADY: Duration = Duration::from_secs(60);
+
+/// The pause before an input starts over a second time; it grows with each further
+/// failure in a row, up to ten times this.
+const REJOIN_PAUSE: Duration = Duration::from_secs(1);
+
+/// Waits before an input starts over for the `failures`-th time in a row (at once the
+/// first time), taking new runners meanwhile; false once the input is told to stop.
+fn pause(control: &InputControl, runners: &mut Vec<RouteRunner>, failures: u32) -> bool {
+    if failures <= 1 {
+        return control.between_batches(runners);
+    }
+    let until = Instant::now() + REJOIN_PAUSE * failures.min(10);
+    while Instant::now() < until {
+        if !control.between_batches(runners) {
+            return false;
+        }
+        std::thread::sleep(IDLE_WAIT);
+    }
+    true
+}
+
+/// How an input's loop ended.
+enum Ended {
+    /// The input was told to stop, and closed.
+    Stopped,
+    /// The consumer failed for good and must be replaced.
+    ConsumerFailed(String),
+    /// An exactly-once input's transactional producer is stuck: it and the consumer must
+    /// be replaced.
+    ProducerStuck(String),
+}
+
+/// The loop of an at-least-once input: offsets are stored as their messages are
+/// acknowledged, and committed by librdkafka.
+fn run_at_least_once(
+    name: &str,
+    source: &KafkaSource,
+    control: &InputControl,
+    runners: &mut Vec<RouteRunner>,
+) -> anyhow::Result<Ended> {
+    while control.between_batches(runners) {
         let batch = source.poll_batch(MAX_BATCH, IDLE_WAIT);
         if !batch.is_empty() {
-            crate::pipeline::run_batch(name, &mut runners, &batch);
+            crate::pipeline::run_batch(name, runners, &batch);
         }
         drop(batch);
         source.store_progress();
+        if let Some(why) = source.failed() {
+            // Nothing more can be committed through this consumer: what is in flight is
+            // read again by the next one.
+            return Ok(Ended::ConsumerFailed(why));
+        }
     }
     // Records refused while draining are dead-lettered too, so their runs can complete.
     source.close(DRAIN_TIMEOUT, || {
-        crate::pipeline::input::settle_returns(&mut runners);
-    })
+        crate::pipeline::input::settle_returns(runners);
+    })?;
+    Ok(Ended::Stopped)
 }
 
 /// The loop of an exactly-once input: batches go into the open transaction, which commits
@@ -90,39 +181,55 @@ fn run_exactly_once(
     name: &str,
     source: &KafkaSource,
     control: &InputControl,
-    mut runners: Vec<RouteRunner>,
-) -> anyhow::Result<()> {
+    runners: &mut Vec<RouteRunner>,
+) -> anyhow::Result<Ended> {
     let Some(tx) = source.transactions() else {
-        return Ok(());
+        return Ok(Ended::Stopped);
     };
-    transaction::lock(tx).adopt(&mut runners);
+    transaction::lock(tx).adopt(runners);
+    // A producer found stuck while new runners take over: they are adopted still (the
+    // next producer adopts them again), and the input starts over after the switch.
+    let stuck = std::cell::Cell::new(None);
     let switch = |new: &mut Vec<RouteRunner>| {
-        source.finish_transaction()?;
+        if let Err(e) = source.finish_transaction() {
+            stuck.set(Some(transaction::stuck(e)?));
+        }
         transaction::lock(tx).adopt(new);
         Ok(())
     };
-    let mut run = || -> anyhow::Result<()> {
-        while control.between_batches_with(&mut runners, switch)? {
+    let mut run = || -> anyhow::Result<Ended> {
+        while control.between_batches_with(runners, switch)? {
+            if let Some(why) = stuck.take() {
+                return Ok(Ended::ProducerStuck(why));
+            }
             let wait = transaction::lock(tx).wait(IDLE_WAIT);
             let batch = source.poll_batch(MAX_BATCH, wait);
             if let Some(e) = transaction::lock(tx).take_fatal() {
                 return Err(e);
             }
+            if let Some(why) = source.failed() {
+                drop(batch);
+                // The group no longer counts this consumer as a member: its offsets
+                // cannot commit, so the open transaction is aborted, and the next consumer
+                // reads from the offsets the last committed one wrote.
+                transaction::lock(tx).abandon()?;
+                return Ok(Ended::ConsumerFailed(format!(
+                    "the Kafka consumer failed for good ({why})"
+                )));
+            }
             if !batch.is_empty() {
                 transaction::lock(tx).begin(&batch)?;
-                crate::pipeline::run_batch(name, &mut runners, &batch);
+                crate::pipeline::run_batch(name, runners, &batch);
             }
             drop(batch);
             if transaction::lock(tx).due() {
                 source.finish_transaction()?;
             }
         }
-        Ok(())
+        source.close(DRAIN_TIMEOUT, || {})?;
+        Ok(Ended::Stopped)
     };
-    match run() {
-        Ok(()) => source.close(DRAIN_TIMEOUT, || {}),
-        Err(e) => Err(e),
-    }
+    run().or_else(|e| transaction::stuck(e).map(Ended::ProducerStuck))
 }
 
 /// Opens Kafka output `name`: a producer writing to `topic`.

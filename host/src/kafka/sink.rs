@@ -161,25 +161,22 @@ impl Sink for KafkaSink {
     }
 
     fn send(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
-        let record = base_record(&self.topic, rec, Delivery(ack));
-        let Err(unsent) = send_waiting(&self.producer, record) else {
-            return Ok(());
-        };
-        let (e, back) = *unsent;
-        self.stats.error(&error_name(&e));
-        if is_permanent(&e) {
-            // The route dead-letters the message; the acknowledgement it gave is dropped
-            // untouched.
-            return Err(Refused {
-                output: self.name.clone(),
-                reason: e.to_string(),
+        match produce(
+            &self.producer,
+            (&self.name, &self.topic, &self.stats),
+            rec,
+            ack,
+        ) {
+            Ok(()) => Ok(()),
+            Err(NotSent::Refused(refused)) => Err(refused),
+            Err(NotSent::Failed(e, ack)) => {
+                if let Some(ack) = &ack {
+                    ack.fail_with("produce", || format!("output `{}`: {e}", self.name));
+                }
+                Err(anyhow::Error::new(e)
+                    .context(format!("output `{}`: cannot produce", self.name)))
             }
-            .into());
         }
-        if let Some(ack) = &back.delivery_opaque.0 {
-            ack.fail_with("produce", || format!("output `{}`: {e}", self.name));
-        }
-        Err(anyhow::Error::new(e).context(format!("output `{}`: cannot produce", self.name)))
     }
 
     fn kafka(&self) -> Option<(&str, &Arc<OutputStats>)> {
@@ -187,14 +184,65 @@ impl Sink for KafkaSink {
     }
 
     fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
-        self.producer
-            .flush(timeout)
-            .with_context(|| format!("output `{}`: flush did not finish", self.name))
+        flush_output(&self.producer, &self.name, timeout)
     }
 }
 
+/// Why a record was not handed over.
+pub(super) enum NotSent {
+    /// Refused for good: the route dead-letters the message, and the acknowledgement it
+    /// gave is dropped untouched.
+    Refused(anyhow::Error),
+    /// Any other error, with the record's acknowledgement.
+    Failed(KafkaError, Option<Ack>),
+}
+
+/// Hands `rec` to `producer` for output `name` writing to `topic`, waiting while the
+/// producer's local queue is full: the back-pressure that slows the input instead of
+/// buffering without bound. An error is counted in `stats`.
+pub(super) fn produce<C: ProducerContext<DeliveryOpaque = Delivery>>(
+    producer: &ThreadedProducer<C>,
+    (name, topic, stats): (&str, &str, &OutputStats),
+    rec: &OutRecord<'_>,
+    ack: Option<Ack>,
+) -> Result<(), NotSent> {
+    let mut record = base_record(topic, rec, Delivery(ack));
+    let (e, back) = loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(unsent) => break unsent,
+        }
+    };
+    stats.error(&error_name(&e));
+    if is_permanent(&e) {
+        return Err(NotSent::Refused(
+            Refused {
+                output: name.to_owned(),
+                reason: e.to_string(),
+            }
+            .into(),
+        ));
+    }
+    Err(NotSent::Failed(e, back.delivery_opaque.0))
+}
+
+/// Waits until everything `producer` was handed for output `name` is delivered.
+pub(super) fn flush_output<C: ProducerContext>(
+    producer: &ThreadedProducer<C>,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    producer
+        .flush(timeout)
+        .with_context(|| format!("output `{name}`: flush did not finish"))
+}
+
 /// The record librdkafka sends for `rec` to `topic`, carrying `delivery`.
-pub(super) fn base_record<'a>(
+fn base_record<'a>(
     topic: &'a str,
     rec: &OutRecord<'a>,
     delivery: Delivery,
@@ -220,26 +268,4 @@ pub(super) fn base_record<'a>(
         record = record.timestamp(ts);
     }
     record
-}
-
-/// A record refused by a producer, with the reason.
-pub(super) type Unsent<'a> = (KafkaError, BaseRecord<'a, [u8], [u8], Delivery>);
-
-/// Hands `record` to `producer`, waiting while its local queue is full: the back-pressure
-/// that slows the input instead of buffering without bound. Any other error gives the
-/// record back.
-pub(super) fn send_waiting<'a, C: ProducerContext<DeliveryOpaque = Delivery>>(
-    producer: &ThreadedProducer<C>,
-    mut record: BaseRecord<'a, [u8], [u8], Delivery>,
-) -> Result<(), Box<Unsent<'a>>> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(unsent) => return Err(Box::new(unsent)),
-        }
-    }
 }

@@ -37,22 +37,28 @@ struct SourceContext {
     assigned: AtomicBool,
     /// Readiness, assignments and lag, for the admin endpoint.
     stats: Arc<InputStats>,
-    /// The current outage, if any.
-    outage: Mutex<Outage>,
+    /// The current outage, if any: shared by the consumers an input has in turn, so the
+    /// one that replaces a failed consumer says when the outage is over.
+    outage: Arc<Mutex<Outage>>,
     /// An exactly-once input's transactions: a revoke ends the open one.
     transactions: Option<Shared>,
+    /// Set when the consumer failed and a new one took over: its rebalances end nothing.
+    retired: AtomicBool,
 }
 
 /// An outage of the cluster, from the input's side: when it began, and when the cluster
 /// last came back (not announced until it has stayed back for [`STABLE`]).
 #[derive(Debug, Default)]
-struct Outage {
+pub struct Outage {
     since: Option<Instant>,
     back_since: Option<Instant>,
 }
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
+        if self.retired.load(Ordering::Acquire) {
+            return;
+        }
         let mut lag = BTreeMap::new();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -164,6 +170,9 @@ impl SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if self.retired.load(Ordering::Acquire) {
+            return;
+        }
         if let Rebalance::Revoke(partitions) = rebalance {
             self.revoked.store(true, Ordering::Release);
             let deadline = Instant::now() + REVOKE_DRAIN;
@@ -218,6 +227,9 @@ impl ConsumerContext for SourceContext {
             self.stats.assignments.fetch_add(1, Ordering::Relaxed);
             self.stats.ready.store(true, Ordering::Relaxed);
             tracing::info!(partitions = partitions.count(), "partitions assigned");
+            if self.stats.set_problem("consumer", None).is_some() {
+                tracing::info!("the input's new consumer is a member of the group again");
+            }
             self.assigned.store(true, Ordering::Release);
         }
     }
@@ -271,7 +283,7 @@ impl KafkaSource {
         topics: &[String],
         group: &str,
         stats: Arc<InputStats>,
-        transactions: Option<Shared>,
+        (transactions, outage): (Option<Shared>, Arc<Mutex<Outage>>),
     ) -> anyhow::Result<Self> {
         let mut config = super::consumer_config(bootstrap, group, options);
         if transactions.is_some() {
@@ -288,8 +300,9 @@ impl KafkaSource {
                 revoked: AtomicBool::new(false),
                 assigned: AtomicBool::new(false),
                 stats,
-                outage: Mutex::default(),
+                outage,
                 transactions,
+                retired: AtomicBool::new(false),
             })
             .with_context(|| format!("input `{name}`: cannot create a Kafka consumer"))?;
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -322,6 +335,11 @@ impl KafkaSource {
                 Some(Err(KafkaError::MessageConsumption(
                     RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
                 ))) => self.check_topics(),
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    // The input replaces this consumer (see `KafkaSource::failed`).
+                    tracing::warn!(error = %e, "consumer error");
+                    break;
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => break,
             }
@@ -456,6 +474,28 @@ impl KafkaSource {
         }
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    /// Why the consumer failed for good, if it did: it can neither fetch nor commit any
+    /// more, and must be replaced by a new one.
+    pub fn failed(&self) -> Option<String> {
+        self.consumer.client().fatal_error().map(|(_, why)| why)
+    }
+
+    /// Lets go of a consumer that failed for good: closing it can take long (librdkafka
+    /// waits on a group that no longer counts it), so that happens on a thread of its own,
+    /// and its rebalances no longer touch the transactions or offsets its successor uses.
+    pub fn retire(self) {
+        self.consumer
+            .context()
+            .retired
+            .store(true, Ordering::Release);
+        let closing = std::thread::Builder::new()
+            .name("retired consumer".to_owned())
+            .spawn(move || drop(self));
+        if let Err(e) = closing {
+            tracing::warn!(error = %e, "no thread to close the failed consumer on");
+        }
     }
 
     /// An exactly-once input's transactions.

@@ -46,13 +46,44 @@ const COMMIT_PATIENCE: Duration = Duration::from_secs(90);
 /// How long to wait before trying a failed transactional call again.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long a transactional call may block before the producer is given up as stuck.
+/// librdkafka does not always keep a call's timeout (a request to the group coordinator
+/// can wait for ever after a broker outage: librdkafka issue #5456), and a call that never
+/// returns would stall the input for good.
+const STUCK_AFTER: Duration = Duration::from_secs(30);
+
 /// Why a transaction did not commit.
 enum Failed {
     /// It can be aborted, and its messages read again.
     Abort(String),
     /// The producer cannot go on (fenced by another instance, or a fatal error).
     Fatal(anyhow::Error),
+    /// The producer is stuck in a call, or cannot abort: the input starts over with a new
+    /// one, which aborts what this one left open.
+    Stuck(String),
 }
+
+/// The error that makes an exactly-once input start over with a new producer and
+/// consumer (see [`stuck`]).
+#[derive(Debug)]
+struct Stuck(String);
+
+impl std::fmt::Display for Stuck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Stuck {}
+
+/// Why the transactional producer is stuck, if that is what `e` says; `e` itself
+/// otherwise.
+pub fn stuck(e: anyhow::Error) -> anyhow::Result<String> {
+    e.downcast::<Stuck>().map(|Stuck(why)| why)
+}
+
+/// A call the transactional producer makes, on a thread of its own (see [`STUCK_AFTER`]).
+type Call = dyn Fn(&ThreadedProducer<TxContext>) -> Result<(), KafkaError> + Send + Sync;
 
 /// The most records a transaction sends alone before it commits.
 const MAX_ALONE: u32 = 100;
@@ -157,20 +188,40 @@ impl Transactions {
             })?;
             self.open = Some(Instant::now());
         }
+        // A batch holds runs of one partition's messages, in offset order: one look-up
+        // per run.
+        let mut run: Option<(&str, i32, i64, i64)> = None;
         for m in batch {
-            if let Origin::Kafka {
+            let Origin::Kafka {
                 topic,
                 partition,
                 offset,
             } = m.origin()
-            {
-                self.read
-                    .entry((topic.to_owned(), partition))
-                    .and_modify(|(_, next)| *next = (*next).max(offset + 1))
-                    .or_insert((offset, offset + 1));
+            else {
+                continue;
+            };
+            match &mut run {
+                Some((t, p, _, last)) if *t == topic && *p == partition => *last = offset,
+                _ => {
+                    if let Some(done) = run.replace((topic, partition, offset, offset)) {
+                        self.note(done);
+                    }
+                }
             }
         }
+        if let Some(done) = run {
+            self.note(done);
+        }
         Ok(())
+    }
+
+    /// Notes that offsets `first` to `last` of a partition were read in the open
+    /// transaction.
+    fn note(&mut self, (topic, partition, first, last): (&str, i32, i64, i64)) {
+        self.read
+            .entry((topic.to_owned(), partition))
+            .and_modify(|(_, next)| *next = (*next).max(last + 1))
+            .or_insert((first, last + 1));
     }
 
     /// How long the input may wait for messages before the open transaction is due.
@@ -239,7 +290,35 @@ impl Transactions {
                 rewind(consumer, &read).with_context(|| format!("input `{}`", self.input))
             }
             Err(Failed::Fatal(e)) => Err(e),
+            Err(Failed::Stuck(why)) => {
+                t.aborted.fetch_add(1, Ordering::Relaxed);
+                Err(anyhow::Error::new(Stuck(why)))
+            }
         }
+    }
+
+    /// Aborts the open transaction, if any, without sending a consumer back: for when the
+    /// consumer that read it has failed, and the next one starts from the committed
+    /// offsets.
+    pub fn abandon(&mut self) -> anyhow::Result<()> {
+        if self.open.take().is_none() {
+            return Ok(());
+        }
+        self.read.clear();
+        self.producer
+            .context()
+            .state
+            .sent_alone
+            .store(0, Ordering::Relaxed);
+        self.stats
+            .transactions
+            .aborted
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "transaction aborted (its consumer failed); its messages are read again by the \
+             next consumer"
+        );
+        self.abort()
     }
 
     /// [`Transactions::finish`] from a consumer callback (a revoke), where an error
@@ -267,16 +346,22 @@ impl Transactions {
         let _ = self.producer.flush(Duration::ZERO);
         let started = Instant::now();
         let deadline = started + COMMIT_PATIENCE;
-        self.retrying(deadline, "send the input's offsets", || {
-            self.producer
-                .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
-        })?;
+        let sent = Arc::new((offsets, metadata));
+        self.retrying(
+            deadline,
+            "send the input's offsets",
+            Arc::new(move |producer| {
+                producer.send_offsets_to_transaction(&sent.0, &sent.1, CALL_TIMEOUT)
+            }),
+        )?;
         let offsets_sent = started.elapsed();
         self.deliver_outstanding();
         let delivered = started.elapsed();
-        self.retrying(deadline, "commit", || {
-            self.producer.commit_transaction(CALL_TIMEOUT)
-        })?;
+        self.retrying(
+            deadline,
+            "commit",
+            Arc::new(|producer| producer.commit_transaction(CALL_TIMEOUT)),
+        )?;
         tracing::debug!(
             offsets_ms = offsets_sent.as_secs_f64() * 1e3,
             delivered_ms = (delivered - offsets_sent).as_secs_f64() * 1e3,
@@ -300,19 +385,30 @@ impl Transactions {
 
     /// Calls `call` until it succeeds, fails for good, or `deadline` passes; a failure
     /// that may pass (a timeout) is shown by `/health/ready` meanwhile.
-    fn retrying(
-        &self,
-        deadline: Instant,
-        what: &str,
-        mut call: impl FnMut() -> Result<(), KafkaError>,
-    ) -> Result<(), Failed> {
+    fn retrying(&self, deadline: Instant, what: &str, call: Arc<Call>) -> Result<(), Failed> {
         loop {
-            let e = match call() {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
+            let began = Instant::now();
+            let e = match self.bounded(&call) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => e,
+                None => {
+                    return Err(Failed::Stuck(format!(
+                        "the transactional producer did not {what} within {} s",
+                        STUCK_AFTER.as_secs()
+                    )));
+                }
             };
+            // A call that used its whole timeout is not resumed: resuming one after a broker
+            // outage can wait for ever (see `STUCK_AFTER`). The transaction is aborted
+            // instead, or, if the producer cannot abort it now, a new producer does.
+            let timed_out = began.elapsed() >= CALL_TIMEOUT;
+            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Conflict) {
+                // Another call timed out and is still under way: only a new producer
+                // can end this transaction now.
+                return Err(Failed::Stuck(format!("cannot {what}: {e}")));
+            }
             let retriable = matches!(&e, KafkaError::Transaction(rd) if rd.is_retriable());
-            if !retriable || Instant::now() >= deadline {
+            if !retriable || timed_out || Instant::now() >= deadline {
                 return Err(match self.failure(e, what) {
                     Ok(fatal) => Failed::Fatal(fatal),
                     Err(why) => Failed::Abort(why),
@@ -324,6 +420,25 @@ impl Transactions {
             // A call that fails at once (no coordinator yet) is not tried again at once.
             std::thread::sleep(RETRY_PAUSE);
         }
+    }
+
+    /// Makes `call` on a thread of its own, and waits for it up to [`STUCK_AFTER`]: `None`
+    /// if it has not returned by then. A call left behind keeps its producer alive until it
+    /// returns, if it ever does.
+    fn bounded(&self, call: &Arc<Call>) -> Option<Result<(), KafkaError>> {
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        let producer = Arc::clone(&self.producer);
+        let making = Arc::clone(call);
+        let spawned = std::thread::Builder::new()
+            .name("transaction".to_owned())
+            .spawn(move || {
+                let _ = done.send(making(&producer));
+            });
+        if spawned.is_err() {
+            // No thread to spare: the call is made here, unguarded.
+            return Some(call(&self.producer));
+        }
+        result.recv_timeout(STUCK_AFTER).ok()
     }
 
     /// Sorts a failed transactional call: `Ok` with the error that stops the input when the
@@ -361,12 +476,15 @@ impl Transactions {
     /// record it purged.
     fn abort(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + COMMIT_PATIENCE;
-        if let Err(failed) = self.retrying(deadline, "abort", || {
-            self.producer.abort_transaction(CALL_TIMEOUT)
-        }) {
+        if let Err(failed) = self.retrying(
+            deadline,
+            "abort",
+            Arc::new(|producer| producer.abort_transaction(CALL_TIMEOUT)),
+        ) {
             return Err(match failed {
                 Failed::Fatal(e) => e,
-                Failed::Abort(why) => anyhow::anyhow!("input `{}`: {why}", self.input),
+                // A new producer with the same id aborts what this one could not.
+                Failed::Abort(why) | Failed::Stuck(why) => anyhow::Error::new(Stuck(why)),
             });
         }
         let deadline = Instant::now() + CALL_TIMEOUT;

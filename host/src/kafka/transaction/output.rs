@@ -10,14 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use rdkafka::ClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message as _;
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use super::CALL_TIMEOUT;
-use crate::kafka::sink::{Delivery, base_record, error_name, is_permanent, send_waiting};
+use crate::kafka::sink::{Delivery, NotSent, error_name, flush_output, is_permanent, produce};
 use crate::metrics::OutputStats;
 use crate::pipeline::{Ack, OutRecord, Refused, Sink};
 
@@ -75,9 +74,6 @@ impl TxState {
     }
 
     fn verdict(&self, fingerprint: u64) -> Option<Verdict> {
-        if !self.any_refused.load(Ordering::Acquire) {
-            return None;
-        }
         self.verdicts().get(&fingerprint).cloned()
     }
 
@@ -202,6 +198,9 @@ impl Sink for TxSink {
             // The transaction will be aborted and this message processed again.
             return Ok(());
         }
+        if !state.any_refused.load(Ordering::Acquire) {
+            return self.send_now(rec, ack);
+        }
         let print = fingerprint(&self.topic, rec.key, rec.payload);
         match state.verdict(print) {
             Some(Verdict::Refused(reason)) => Err(Refused {
@@ -230,9 +229,7 @@ impl Sink for TxSink {
     }
 
     fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
-        self.producer
-            .flush(timeout)
-            .with_context(|| format!("output `{}`: flush did not finish", self.name))
+        flush_output(&self.producer, &self.name, timeout)
     }
 }
 
@@ -248,23 +245,21 @@ impl TxSink {
     }
 
     fn send_now(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
-        let state = &self.producer.context().state;
-        let record = base_record(&self.topic, rec, Delivery(ack));
-        let Err(unsent) = send_waiting(&self.producer, record) else {
-            return Ok(());
-        };
-        let (e, _) = *unsent;
-        self.stats.error(&error_name(&e));
-        if is_permanent(&e) {
-            return Err(Refused {
-                output: self.name.clone(),
-                reason: e.to_string(),
+        match produce(
+            &self.producer,
+            (&self.name, &self.topic, &self.stats),
+            rec,
+            ack,
+        ) {
+            Ok(()) => Ok(()),
+            Err(NotSent::Refused(refused)) => Err(refused),
+            Err(NotSent::Failed(e, _)) => {
+                // The transaction is aborted and the message processed again: nothing to
+                // say to the route, which would fail the message.
+                let state = &self.producer.context().state;
+                state.doom(format!("output `{}` could not produce: {e}", self.name));
+                Ok(())
             }
-            .into());
         }
-        // The transaction is aborted and the message processed again: nothing to say to
-        // the route, which would fail the message.
-        state.doom(format!("output `{}` could not produce: {e}", self.name));
-        Ok(())
     }
 }
