@@ -3,7 +3,8 @@
 //! single-threaded Tokio runtime; nothing on the message path waits for it.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use axum::Router as Http;
@@ -62,19 +63,101 @@ pub fn start(
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
-            runtime.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        if let Err(e) = axum::serve(listener, app).await {
-                            tracing::error!("admin endpoint stopped: {e}");
-                        }
-                    }
-                    Err(e) => tracing::error!("admin endpoint: {e}"),
-                }
-            });
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.block_on(serve(listener, app))
+            }));
+            let why = match served {
+                Ok(Err(e)) => format!("{e:#}"),
+                Ok(Ok(())) => "it ended".to_owned(),
+                Err(_) => "it panicked".to_owned(),
+            };
+            tracing::error!(
+                "the admin endpoint stopped ({why}): /metrics, /health and /reload no longer \
+                 answer"
+            );
         })?;
     tracing::info!(address = %address, "admin endpoint listening");
     Ok(address)
+}
+
+/// The most connections served at once; one more is closed as soon as it is accepted.
+const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request's headers, the first one or the next one
+/// on a kept-alive connection, before its connection is closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection is served before it is closed (after the request it is
+/// answering, if any).
+const CONNECTION_LIFE: Duration = Duration::from_secs(60);
+/// How long the request under way may take once a connection is to be closed.
+const LAST_REQUEST: Duration = Duration::from_secs(30);
+
+/// Accepts connections and serves each on a task of its own, at most [`MAX_CONNECTIONS`]
+/// at a time, each within the timeouts above: idle or slow clients cannot hold the endpoint,
+/// and a failing `accept` (out of file descriptors) backs off instead of ending it.
+async fn serve(listener: std::net::TcpListener, app: Http) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refusing = Notice::default();
+    let mut failing = Notice::default();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                failing.say(|n| tracing::warn!("admin endpoint: accept failed ({e}), {n} times"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refusing.say(|n| {
+                tracing::warn!(
+                    "admin endpoint: {MAX_CONNECTIONS} connections open; {n} more closed at once"
+                )
+            });
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = tokio::time::sleep(CONNECTION_LIFE) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(LAST_REQUEST, connection).await;
+                }
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// A condition said at most once per [`NOTICE_EVERY`], with how often it happened.
+#[derive(Default)]
+struct Notice {
+    last: Option<std::time::Instant>,
+    count: u64,
+}
+
+const NOTICE_EVERY: Duration = Duration::from_secs(10);
+
+impl Notice {
+    fn say(&mut self, say: impl FnOnce(u64)) {
+        self.count += 1;
+        if self.last.is_none_or(|last| last.elapsed() >= NOTICE_EVERY) {
+            say(self.count);
+            self.count = 0;
+            self.last = Some(std::time::Instant::now());
+        }
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
@@ -225,7 +308,6 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn formats_utc_timestamps() {

@@ -1,0 +1,127 @@
+//! The admin endpoint under pressure from local clients: connections held open, and a
+//! flood of reload requests, cannot take it down.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use switchyard_tests::admin::{get, post};
+use switchyard_tests::procs::{Scratch, router_env};
+use switchyard_tests::{free_port, wait_until, zmq_relay_config};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn start(scratch: &Scratch) -> (switchyard_tests::procs::Proc, String) {
+    let cfg = scratch.write(
+        "router.toml",
+        &zmq_relay_config(
+            free_port(),
+            &format!(
+                r#"socket = "push", bind = "tcp://127.0.0.1:{}""#,
+                free_port()
+            ),
+        ),
+    );
+    let admin = format!("127.0.0.1:{}", free_port());
+    let proc = router_env(
+        &cfg,
+        &scratch.path("router.log"),
+        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
+    );
+    assert!(
+        wait_until(DEADLINE, || get(&admin, "/health/live").0 == 200),
+        "the admin endpoint did not answer"
+    );
+    (proc, admin)
+}
+
+/// 2 000 connections opened and left idle (and 200 more that send half a request and
+/// stop): `/health/live` still answers, and the idle ones are closed by the router.
+#[test]
+fn held_connections_do_not_take_the_endpoint_down() {
+    let scratch = Scratch::new("admin-held");
+    let (mut proc, admin) = start(&scratch);
+    let mut held = Vec::new();
+    for i in 0..2_200 {
+        let Ok(mut stream) = TcpStream::connect(&admin) else {
+            continue;
+        };
+        if i >= 2_000 {
+            let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
+        }
+        held.push(stream);
+    }
+    let opened = held.len();
+    let asked = Instant::now();
+    assert!(
+        wait_until(DEADLINE, || get(&admin, "/health/live").0 == 200),
+        "/health/live did not answer with {opened} connections held"
+    );
+    let answered = asked.elapsed();
+    // The router closes what it serves once the headers are overdue: a read then ends.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut closed = 0;
+    for stream in &mut held {
+        let left = until.saturating_duration_since(Instant::now());
+        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        // End of stream, the router's last words, or a reset (it closed a connection
+        // with unread bytes), rather than a read timing out.
+        match std::io::Read::read(stream, &mut [0u8; 64]) {
+            Ok(_) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            Err(_) => {}
+        }
+    }
+    eprintln!(
+        "{opened} connections held: /health/live answered after {:.1} s; {closed} closed by \
+         the router",
+        answered.as_secs_f64()
+    );
+    assert!(
+        answered < Duration::from_secs(15),
+        "/health/live took {answered:?}"
+    );
+    assert_eq!(closed, opened, "the router kept idle connections open");
+    assert!(proc.is_running(), "the router died");
+    proc.signal("TERM");
+    assert!(proc.wait_for_exit(Duration::from_secs(30)).is_some());
+}
+
+/// 2 000 `POST /reload` requests, each connection closed as soon as it is sent: the
+/// router coalesces them, stays live, and is done with them within seconds.
+#[test]
+fn a_flood_of_reload_requests_is_coalesced() {
+    let scratch = Scratch::new("admin-flood");
+    let (mut proc, admin) = start(&scratch);
+    let flood = Instant::now();
+    for _ in 0..2_000 {
+        if let Ok(mut stream) = TcpStream::connect(&admin) {
+            let _ = stream.write_all(
+                b"POST /reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            );
+        }
+    }
+    let sent = flood.elapsed();
+    assert_eq!(
+        get(&admin, "/health/live").0,
+        200,
+        "not live after the flood"
+    );
+    let settled = Instant::now();
+    let (status, body) = post(&admin, "/reload");
+    let after = settled.elapsed();
+    eprintln!(
+        "2000 reload requests sent in {:.1} s; a reload after them answered in {:.1} s",
+        sent.as_secs_f64(),
+        after.as_secs_f64()
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("unchanged"), "{body}");
+    assert!(
+        after < Duration::from_secs(20),
+        "the flood kept the router busy for {after:?}"
+    );
+    assert!(proc.is_running(), "the router died");
+    proc.signal("TERM");
+    assert!(proc.wait_for_exit(Duration::from_secs(30)).is_some());
+}
