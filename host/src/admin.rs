@@ -36,8 +36,10 @@ pub fn listen_address(configured: &str) -> Option<String> {
 }
 
 /// Binds `listen` and serves on a thread of its own; returns the bound address.
+/// With a `token`, every endpoint but `/health/*` requires `Authorization: Bearer TOKEN`.
 pub fn start(
     listen: &str,
+    token: Option<String>,
     router: RouterHandle,
     requests: Sender<Request>,
 ) -> anyhow::Result<SocketAddr> {
@@ -46,12 +48,20 @@ pub fn start(
     })?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
-    let app = Http::new()
+    let mut guarded = Http::new()
         .route("/metrics", get(metrics))
+        .route("/routes", get(routes))
+        .route("/reload", post(reload));
+    if let Some(token) = token {
+        guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
+            Arc::<str>::from(token),
+            require_token,
+        ));
+    }
+    let app = Http::new()
         .route("/health/live", get(|| async { "live\n" }))
         .route("/health/ready", get(ready))
-        .route("/routes", get(routes))
-        .route("/reload", post(reload))
+        .merge(guarded)
         .with_state(AdminState { router, requests });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -160,6 +170,34 @@ impl Notice {
     }
 }
 
+/// Lets a request through only with `Authorization: Bearer TOKEN`.
+async fn require_token(
+    State(token): State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let sent = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same(sent.trim().as_bytes(), token.as_bytes()) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "this endpoint needs the admin token: Authorization: Bearer TOKEN\n",
+    )
+        .into_response()
+}
+
+/// Compares two secrets in a time that depends on their lengths only.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn metrics(State(state): State<AdminState>) -> Response {
     (
         [(
@@ -206,6 +244,9 @@ async fn routes(State(state): State<AdminState>) -> Response {
     let Some(running) = state.router.running() else {
         return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"routes": []}));
     };
+    // Paths as the configuration's directory sees them: a client learns nothing of the
+    // machine's layout.
+    let dir = running.path.parent().unwrap_or(std::path::Path::new(""));
     let routes: Vec<_> = running
         .routes
         .iter()
@@ -216,14 +257,14 @@ async fn routes(State(state): State<AdminState>) -> Response {
                 "to": r.to,
                 "plugins": r.plugins.iter().map(|p| json!({
                     "name": p.name,
-                    "path": p.path.display().to_string(),
+                    "path": relative(&p.path, dir),
                     "sha256": p.hash,
                 })).collect::<Vec<_>>(),
             })
         })
         .collect();
     let body = json!({
-        "config": running.path.display().to_string(),
+        "config": relative(&running.path, dir),
         "version": running.version,
         "generation": running.generation,
         "loaded_at": rfc3339(running.loaded_at),
@@ -255,6 +296,30 @@ async fn reload(State(state): State<AdminState>) -> Response {
             &json!({"result": "error", "error": "the router stopped before reloading"}),
         ),
     }
+}
+
+/// `path` relative to `dir` (with `..` where it lies elsewhere).
+fn relative(path: &std::path::Path, dir: &std::path::Path) -> String {
+    use std::path::Component;
+    let (path, dir) = (
+        std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
+        std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
+    );
+    let (mut ours, mut base) = (path.components().peekable(), dir.components().peekable());
+    while let (Some(a), Some(b)) = (ours.peek(), base.peek())
+        && a == b
+    {
+        ours.next();
+        base.next();
+    }
+    let mut out = std::path::PathBuf::new();
+    for c in base {
+        if matches!(c, Component::Normal(_)) {
+            out.push("..");
+        }
+    }
+    out.extend(ours);
+    out.display().to_string()
 }
 
 fn report_json(report: &ReloadReport) -> serde_json::Value {
@@ -308,6 +373,15 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_shown_relative_to_the_configuration() {
+        let dir = std::path::Path::new("/etc/switchyard");
+        let at = |p: &str| relative(std::path::Path::new(p), dir);
+        assert_eq!(at("/etc/switchyard/router.toml"), "router.toml");
+        assert_eq!(at("/etc/switchyard/plugins/a.wasm"), "plugins/a.wasm");
+        assert_eq!(at("/opt/plugins/a.wasm"), "../../opt/plugins/a.wasm");
+    }
 
     #[test]
     fn formats_utc_timestamps() {

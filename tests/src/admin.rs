@@ -7,12 +7,22 @@ use std::time::Duration;
 /// Sends `METHOD PATH` to `address` and returns the status code and body; status 0 when
 /// the endpoint cannot be reached.
 pub fn request(address: &str, method: &str, path: &str) -> (u16, String) {
+    request_with(address, method, path, "")
+}
+
+/// [`request`] with one more header line (`Name: value`), or none when empty.
+pub fn request_with(address: &str, method: &str, path: &str, header: &str) -> (u16, String) {
+    let header = if header.is_empty() {
+        String::new()
+    } else {
+        format!("{header}\r\n")
+    };
     let Ok(mut stream) = TcpStream::connect(address) else {
         return (0, String::new());
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{header}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     if stream.write_all(head.as_bytes()).is_err() {
         return (0, String::new());

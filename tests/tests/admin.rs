@@ -5,29 +5,38 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use switchyard_tests::admin::{get, post};
+use switchyard_tests::admin::{get, post, request_with};
 use switchyard_tests::procs::{Scratch, router_env};
 use switchyard_tests::{free_port, wait_until, zmq_relay_config};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn start(scratch: &Scratch) -> (switchyard_tests::procs::Proc, String) {
-    let cfg = scratch.write(
-        "router.toml",
-        &zmq_relay_config(
-            free_port(),
-            &format!(
-                r#"socket = "push", bind = "tcp://127.0.0.1:{}""#,
-                free_port()
-            ),
+    start_with(scratch, "", &[])
+}
+
+/// A ZeroMQ relay with `admin_table`'s keys in its `[admin]` table, its endpoint on a
+/// free loopback port, and `env` set.
+fn start_with(
+    scratch: &Scratch,
+    admin_table: &str,
+    env: &[(String, String)],
+) -> (switchyard_tests::procs::Proc, String) {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let relay = zmq_relay_config(
+        free_port(),
+        &format!(
+            r#"socket = "push", bind = "tcp://127.0.0.1:{}""#,
+            free_port()
         ),
     );
-    let admin = format!("127.0.0.1:{}", free_port());
-    let proc = router_env(
-        &cfg,
-        &scratch.path("router.log"),
-        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
+    let cfg = scratch.write(
+        "router.toml",
+        &format!("[admin]\nlisten = \"{admin}\"\n{admin_table}\n{relay}"),
     );
+    let mut env = env.to_vec();
+    env.push(("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone()));
+    let proc = router_env(&cfg, &scratch.path("router.log"), &env);
     assert!(
         wait_until(DEADLINE, || get(&admin, "/health/live").0 == 200),
         "the admin endpoint did not answer"
@@ -122,6 +131,44 @@ fn a_flood_of_reload_requests_is_coalesced() {
         "the flood kept the router busy for {after:?}"
     );
     assert!(proc.is_running(), "the router died");
+    proc.signal("TERM");
+    assert!(proc.wait_for_exit(Duration::from_secs(30)).is_some());
+}
+
+/// With a token, everything but `/health/*` needs it; `/routes` shows paths relative to
+/// the configuration's directory, never where they lie on the machine.
+#[test]
+fn a_token_guards_all_but_health_and_routes_show_no_absolute_path() {
+    let scratch = Scratch::new("admin-token");
+    let secret = "s3cret-token";
+    let (mut proc, admin) = start_with(
+        &scratch,
+        "token = \"${SWITCHYARD_TEST_ADMIN_TOKEN}\"",
+        &[("SWITCHYARD_TEST_ADMIN_TOKEN".into(), secret.into())],
+    );
+    let bearer = format!("Authorization: Bearer {secret}");
+    for path in ["/metrics", "/routes"] {
+        assert_eq!(
+            get(&admin, path).0,
+            401,
+            "{path} answered without the token"
+        );
+        let wrong = request_with(&admin, "GET", path, "Authorization: Bearer s3cret-tokeN");
+        assert_eq!(wrong.0, 401, "{path} answered a wrong token");
+        let (status, body) = request_with(&admin, "GET", path, &bearer);
+        assert_eq!(status, 200, "{path} refused the token: {body}");
+    }
+    assert_eq!(post(&admin, "/reload").0, 401, "a reload without the token");
+    assert_eq!(get(&admin, "/health/live").0, 200);
+    assert_eq!(get(&admin, "/health/ready").0, 200);
+    let (_, routes) = request_with(&admin, "GET", "/routes", &bearer);
+    let root = scratch.path("");
+    assert!(
+        !routes.contains(root.to_string_lossy().trim_end_matches('/')),
+        "/routes shows where the files lie: {routes}"
+    );
+    assert!(routes.contains("\"config\": \"router.toml\""), "{routes}");
+    assert!(routes.contains("passthrough.wasm"), "{routes}");
     proc.signal("TERM");
     assert!(proc.wait_for_exit(Duration::from_secs(30)).is_some());
 }

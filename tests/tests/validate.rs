@@ -295,6 +295,21 @@ fn validate_and_run_refuse_the_same_files_with_the_same_words() {
             "2:10: [admin] `listen`: `nonsense` is not an address to listen on",
         ),
         (
+            "admin-remote",
+            format!("[admin]\nlisten = \"0.0.0.0:9464\"\n{good}"),
+            "2:10: [admin] `listen`: 0.0.0.0:9464 can be reached from other machines",
+        ),
+        (
+            "admin-remote-without-token",
+            format!("[admin]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n{good}"),
+            "2:10: [admin] `listen`: 0.0.0.0:9464 with no `token`",
+        ),
+        (
+            "admin-token-file",
+            format!("[admin]\ntoken_file = \"secrets/token\"\n{good}"),
+            "2:14: [admin] `token_file`: secrets/token is not an absolute path",
+        ),
+        (
             "timeout",
             good.replacen(
                 "op = \"exists\" }",

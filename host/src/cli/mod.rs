@@ -1,5 +1,6 @@
 //! The command line: argument parsing and dispatch to each subcommand.
 
+mod admin_client;
 mod demo;
 mod kafka_dev;
 mod plugin_new;
@@ -185,9 +186,10 @@ pub fn main() -> ExitCode {
             config,
             interval_ms,
             frames,
-        } => top::admin_address(admin, config.as_deref()).and_then(|admin| {
+        } => admin_client::admin_address(admin, config.as_deref()).and_then(|admin| {
             top::run(&top::TopOptions {
                 admin,
+                token: admin_client::admin_token(config.as_deref()),
                 interval: std::time::Duration::from_millis(interval_ms),
                 frames,
             })

@@ -52,7 +52,12 @@ pub(super) fn serve_control(
     reload::on_sighup(tx.clone())?;
     reload::watch(file, &config.reload, tx.clone(), shutdown.clone())?;
     if let Some(listen) = admin::listen_address(config.admin.listen.get_ref()) {
-        match admin::start(&listen, router.handle(), tx) {
+        // Never served open by accident, whatever `admin_required` says.
+        let token = config
+            .admin
+            .access(&listen)
+            .map_err(|problem| anyhow::anyhow!("{}: {}", file.display(), problem.message))?;
+        match admin::start(&listen, token, router.handle(), tx) {
             Ok(_) => {}
             Err(e) if admin_required => return Err(e),
             Err(e) => tracing::warn!("{e:#}"),

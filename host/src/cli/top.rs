@@ -4,22 +4,21 @@
 //! frame per interval, for logs and scripts.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::admin_client::get;
 use crate::shutdown::Shutdown;
-
-/// How long one request to the admin endpoint may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `switchyard top` was asked for.
 pub(super) struct TopOptions {
     /// The admin endpoint, HOST:PORT.
     pub admin: String,
+    /// The admin token, if the endpoint needs one.
+    pub token: Option<String>,
     /// Time between two frames.
     pub interval: Duration,
     /// Stop after this many frames (default: until quit).
@@ -43,12 +42,12 @@ struct Scrape {
 }
 
 impl Scrape {
-    fn take(admin: &str) -> anyhow::Result<Self> {
-        let (status, metrics) = get(admin, "/metrics")?;
+    fn take(admin: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        let (status, metrics) = get(admin, token, "/metrics")?;
         if status != 200 {
             bail!("GET /metrics answered {status}");
         }
-        let ready = match get(admin, "/health/ready")? {
+        let ready = match get(admin, None, "/health/ready")? {
             (200, _) => Ok(()),
             (_, body) => Err(body
                 .trim()
@@ -153,7 +152,7 @@ fn live(options: &TopOptions, shutdown: &Shutdown) -> anyhow::Result<ExitCode> {
     let mut before: Option<Scrape> = None;
     let mut shown = 0u64;
     loop {
-        let now = Scrape::take(&options.admin);
+        let now = Scrape::take(&options.admin, options.token.as_deref());
         queue!(
             out,
             cursor::MoveTo(0, 0),
@@ -198,7 +197,7 @@ fn plain(options: &TopOptions, shutdown: &Shutdown) -> anyhow::Result<ExitCode> 
     let mut before: Option<Scrape> = None;
     let (mut shown, mut reached) = (0u64, false);
     loop {
-        let now = Scrape::take(&options.admin);
+        let now = Scrape::take(&options.admin, options.token.as_deref());
         reached |= now.is_ok();
         for line in frame(&options.admin, before.as_ref(), &now, started) {
             writeln!(out, "{line}")?;
@@ -449,94 +448,10 @@ fn parse_labels(mut text: &str) -> Option<BTreeMap<String, String>> {
     Some(labels)
 }
 
-/// `GET path` on `admin` over HTTP/1.1; the status and the body.
-fn get(admin: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let address = admin
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {admin}"))?
-        .next()
-        .with_context(|| format!("{admin} resolves to no address"))?;
-    let mut stream = TcpStream::connect_timeout(&address, REQUEST_TIMEOUT)?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("the admin endpoint sent no HTTP response")?;
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("the admin endpoint sent no HTTP status")?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    Ok((
-        status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    ))
-}
-
-/// The body of a chunked transfer encoding.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// The admin address to read: `--admin`, else `[admin] listen` of `--config`, else
-/// `SWITCHYARD_ADMIN_LISTEN`, else the default. A wildcard listen address is read on
-/// loopback.
-pub(super) fn admin_address(
-    admin: Option<String>,
-    config: Option<&std::path::Path>,
-) -> anyhow::Result<String> {
-    let listen = match (admin, config) {
-        (Some(admin), _) => admin,
-        (None, Some(file)) => {
-            let (config, _) = crate::config::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
-            crate::admin::listen_address(config.admin.listen.get_ref()).with_context(|| {
-                format!(
-                    "{}: the admin endpoint is off (`[admin] listen = \"\"`)",
-                    file.display()
-                )
-            })?
-        }
-        (None, None) => crate::admin::listen_address("127.0.0.1:9464")
-            .unwrap_or_else(|| "127.0.0.1:9464".into()),
-    };
-    Ok(if let Some(port) = listen.strip_prefix("0.0.0.0:") {
-        format!("127.0.0.1:{port}")
-    } else if let Some(port) = listen.strip_prefix("[::]:") {
-        format!("[::1]:{port}")
-    } else {
-        listen
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::admin_client::dechunk;
 
     #[test]
     fn parses_series_with_escaped_labels() {

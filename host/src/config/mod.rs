@@ -18,6 +18,7 @@
 //! to = ["valid"]
 //! ```
 
+mod admin;
 mod interpolate;
 pub mod resolved;
 mod transactions;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use admin::AdminConfig;
 pub use interpolate::interpolate;
 pub use validate::validate;
 
@@ -136,30 +138,6 @@ pub struct ConfigFile {
     /// Routing rules, in order.
     #[serde(default)]
     pub routes: Vec<Spanned<RouteConfig>>,
-}
-
-/// `[admin]`: the HTTP endpoint for metrics, health and reload.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Address to listen on; loopback only by default. An empty string turns the endpoint
-    /// off; the environment variable `SWITCHYARD_ADMIN_LISTEN` overrides this.
-    #[serde(default = "AdminConfig::default_listen")]
-    pub listen: Spanned<String>,
-}
-
-impl AdminConfig {
-    fn default_listen() -> Spanned<String> {
-        Spanned::new(0..0, "127.0.0.1:9464".to_owned())
-    }
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            listen: Self::default_listen(),
-        }
-    }
 }
 
 /// `[reload]`: how changes to the configuration file and its plugins are noticed.

@@ -45,6 +45,11 @@ pub fn validate(
         ));
     }
     let listen = config.admin.listen.get_ref();
+    if !listen.trim().is_empty()
+        && let Err(problem) = config.admin.access(listen.trim())
+    {
+        p(problem);
+    }
     if !listen.trim().is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
         p(Located::on(
             &config.admin.listen,
