@@ -1,5 +1,6 @@
-//! The admin endpoint under pressure from local clients: connections held open, and a
-//! flood of reload requests, cannot take it down.
+//! What an operator meets under pressure: connections held open and a flood of reload
+//! requests cannot take the admin endpoint down, a token guards it, and a cluster that
+//! does not answer is a few log lines, not a flood.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -171,4 +172,60 @@ fn a_token_guards_all_but_health_and_routes_show_no_absolute_path() {
     assert!(routes.contains("passthrough.wasm"), "{routes}");
     proc.signal("TERM");
     assert!(proc.wait_for_exit(Duration::from_secs(30)).is_some());
+}
+
+/// A Kafka output whose cluster does not answer: librdkafka's complaints (a failed connect,
+/// all brokers down) reach the log at most once per kind per 10 s, with a count, instead
+/// of a line per retry.
+#[test]
+fn a_cluster_that_does_not_answer_is_not_a_flood_of_log_lines() {
+    let scratch = Scratch::new("quiet-logs");
+    let dead = free_port();
+    let input = free_port();
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[kafka.gone]
+bootstrap = "127.0.0.1:{dead}"
+options = {{ "reconnect.backoff.ms" = "10", "reconnect.backoff.max.ms" = "50" }}
+[inputs.feed]
+zmq = {{ socket = "pull", bind = "tcp://127.0.0.1:{input}" }}
+[outputs.out]
+kafka = {{ cluster = "gone", topic = "out" }}
+[[routes]]
+name = "relay"
+from = ["feed"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["out"]
+"#,
+            passthrough = switchyard_tests::plugins::PASSTHROUGH
+        ),
+    );
+    let log = scratch.path("router.log");
+    let mut proc = switchyard_tests::procs::router(&cfg, &log);
+    // Reconnects every 50 ms for 12 s: some 240 failed connects.
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(proc.is_running(), "the router died");
+    proc.signal("TERM");
+    let _ = proc.wait_for_exit(Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("librdkafka") && (l.contains(" WARN ") || l.contains(" ERROR ")))
+        .collect();
+    eprintln!(
+        "a cluster that does not answer for 12 s: {} lines of librdkafka's",
+        lines.len()
+    );
+    assert!(
+        text.contains("more like it in the last 10 s"),
+        "no count of the lines held back:\n{text}"
+    );
+    assert!(
+        lines.len() <= 12,
+        "{} lines:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
 }

@@ -357,10 +357,19 @@ fn frozen_broker(top: &str) {
     let warnings = text.matches("has not answered").count();
     let recoveries = text.matches("the cluster answers again").count();
     let new_consumers = text.matches("starts over with a new consumer").count();
+    // librdkafka's own complaints, at most one per kind per 10 s.
+    let noise = text
+        .lines()
+        .filter(|l| {
+            l.contains("librdkafka")
+                && (l.contains(" WARN ") || l.contains(" ERROR "))
+                && !l.contains("CONFWARN")
+        })
+        .count();
     eprintln!(
         "frozen broker{}: reported after {:.1} s, ready {:.1} s after the thaw; {warnings} \
-         warning and {recoveries} recovery lines; {new_consumers} new consumers; lost={} \
-         duplicates={}",
+         warning and {recoveries} recovery lines; {new_consumers} new consumers; {noise} \
+         warnings and errors of librdkafka; lost={} duplicates={}",
         if top.is_empty() {
             ""
         } else {

@@ -10,6 +10,7 @@
 
 mod apache;
 mod embedded;
+mod logs;
 mod sink;
 mod source;
 mod transaction;

@@ -55,6 +55,14 @@ pub struct Outage {
 }
 
 impl ClientContext for SourceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        super::logs::log(level, facility, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        super::logs::error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         if self.retired.load(Ordering::Acquire) {
             return;

@@ -123,7 +123,15 @@ pub(super) struct TxContext {
     pub(super) state: Arc<TxState>,
 }
 
-impl ClientContext for TxContext {}
+impl ClientContext for TxContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::kafka::logs::log(level, facility, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::logs::error(&error, reason);
+    }
+}
 
 impl ProducerContext for TxContext {
     type DeliveryOpaque = Delivery;
