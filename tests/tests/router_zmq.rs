@@ -432,6 +432,108 @@ fn a_blocking_pub_output_waits_for_a_slow_subscriber() {
     assert_eq!(got, want);
 }
 
+/// A PUB output (`hwm = 100`) with a subscriber that keeps up and one that reads nothing
+/// (both with a receive high-water mark of 100): `n` messages of 2 KB paced at 2 500 a second; what the fast one got, what the stalled one got
+/// when it finally read, and the output's drop counter.
+fn fast_and_stalled_subscribers(when_full: &str, n: usize) -> (usize, usize, f64) {
+    let (in_port, out_port, admin_port) = (free_port(), free_port(), free_port());
+    let scratch = Scratch::new("pub-two");
+    let cfg = scratch.write(
+        "router.toml",
+        &zmq_relay_config(
+            in_port,
+            &format!(
+                r#"socket = "pub", bind = "tcp://127.0.0.1:{out_port}", hwm = 100, when_full = "{when_full}""#
+            ),
+        ),
+    );
+    let admin = format!("127.0.0.1:{admin_port}");
+    let proc = switchyard_tests::procs::router_env(
+        &cfg,
+        &scratch.path("router.log"),
+        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
+    );
+    let ctx = zmq::Context::new();
+    let push = zmq_connect(&ctx, zmq::PUSH, in_port);
+    let subscriber = || {
+        let sub = ctx.socket(zmq::SUB).expect("socket");
+        sub.set_rcvhwm(100).expect("rcvhwm");
+        sub.connect(&format!("tcp://127.0.0.1:{out_port}"))
+            .expect("connect");
+        sub.set_subscribe(b"").expect("subscribe");
+        sub.set_rcvtimeo(100).expect("rcvtimeo");
+        sub
+    };
+    let (fast, stalled) = (subscriber(), subscriber());
+    for sub in [&fast, &stalled] {
+        assert!(
+            wait_until(DEADLINE, || {
+                push.send("probe", 0).expect("probe");
+                sub.recv_multipart(0).is_ok()
+            }),
+            "a subscriber never got a probe"
+        );
+    }
+    let is_burst = |frames: &[Vec<u8>]| frames.get(1).is_some_and(|p| p.starts_with(b"m"));
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        let mut quiet = Instant::now();
+        while quiet.elapsed() < Duration::from_secs(3) {
+            if let Ok(frames) = fast.recv_multipart(0) {
+                quiet = Instant::now();
+                got += usize::from(is_burst(&frames));
+            }
+        }
+        got
+    });
+    let started = Instant::now();
+    for i in 0..n {
+        let due = started + Duration::from_micros(400 * i as u64);
+        while Instant::now() < due {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        // 2 KB each: more than the stalled subscriber's socket buffers can hide.
+        push.send(format!("m{i}:{:2048}", "").as_bytes(), 0)
+            .expect("send");
+    }
+    let fast_got = reader.join().expect("fast reader");
+    let mut stalled_got = 0;
+    while let Ok(frames) = stalled.recv_multipart(0) {
+        stalled_got += usize::from(is_burst(&frames));
+    }
+    let dropped =
+        switchyard_tests::admin::metric(&admin, "switchyard_zmq_dropped_total{output=\"out\"}");
+    stop(proc);
+    (fast_got, stalled_got, dropped)
+}
+
+/// `drop-per-subscriber`: a stalled subscriber misses records, the one that keeps up
+/// misses none. With `drop` (every subscriber or none) the same run costs the fast one
+/// the records the stalled one had no room for, each counted.
+#[test]
+fn a_stalled_subscriber_costs_only_itself_with_drop_per_subscriber() {
+    const N: usize = 5_000;
+    let (fast, stalled, dropped) = fast_and_stalled_subscribers("drop-per-subscriber", N);
+    let (fast_all, stalled_all, dropped_all) = fast_and_stalled_subscribers("drop", N);
+    eprintln!(
+        "{N} messages, one subscriber stalled: drop-per-subscriber gave the fast one {fast} \
+         and the stalled one {stalled} ({dropped} counted); drop gave {fast_all} and \
+         {stalled_all} ({dropped_all} counted)"
+    );
+    assert_eq!(
+        fast, N,
+        "the fast subscriber lost records beside a stalled one"
+    );
+    assert!(
+        stalled < N,
+        "the stalled subscriber lost nothing: the test proves nothing"
+    );
+    assert!(
+        fast_all < N && dropped_all as usize == N - fast_all,
+        "with drop, every record the stalled one had no room for is dropped for all, and counted"
+    );
+}
+
 #[test]
 fn garbage_from_a_peer_is_counted_not_logged_line_by_line() {
     let (in_port, out_port) = (free_port(), free_port());

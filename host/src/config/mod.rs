@@ -316,7 +316,8 @@ pub struct ZmqEndpoint {
     /// Carry key and headers in extra frames so Kafka metadata survives a ZeroMQ hop.
     #[serde(default)]
     pub envelope: bool,
-    /// `pub` only: what a subscriber with a full queue does to a record: `drop` it (counted)
+    /// `pub` only: what a subscriber with a full queue does to a record: `drop` it for every
+    /// subscriber (counted), `drop-per-subscriber` (only the full ones miss it, uncounted),
     /// or `block` until there is room, holding the input back.
     #[serde(default)]
     pub when_full: WhenFull,
@@ -385,6 +386,11 @@ pub enum WhenFull {
     Drop,
     /// Wait until there is room: the slowest subscriber sets the pace.
     Block,
+    /// Drop the record for the subscribers whose queue is full only (libzmq's plain PUB):
+    /// a stalled subscriber never costs the others a record, but its drops are not
+    /// counted (libzmq does not report them).
+    #[serde(rename = "drop-per-subscriber")]
+    DropPerSubscriber,
 }
 
 /// `"x"` or `["x", "y"]`, each string with its place in the file.

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::{ZmqEndpoint, ZmqSocketType};
+use crate::config::{WhenFull, ZmqEndpoint, ZmqSocketType};
 use crate::metrics::{InputStats, OutputStats};
 use crate::pipeline::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, RouteRunner, Sink};
 
@@ -131,7 +131,7 @@ fn open_socket(ctx: &zmq::Context, name: &str, e: &ZmqEndpoint) -> anyhow::Resul
         )?;
     }
     socket.set_linger(e.linger_ms.unwrap_or(1000))?;
-    if *e.socket.get_ref() == ZmqSocketType::Pub {
+    if *e.socket.get_ref() == ZmqSocketType::Pub && e.when_full != WhenFull::DropPerSubscriber {
         set_xpub_nodrop(&mut socket)?;
     }
     socket.set_rcvtimeo(POLL_MS)?;

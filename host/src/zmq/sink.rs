@@ -48,7 +48,7 @@ impl ZmqSink {
             name: name.into(),
             kind: *config.socket.get_ref(),
             drops: *config.socket.get_ref() == ZmqSocketType::Pub
-                && config.when_full == WhenFull::Drop,
+                && config.when_full != WhenFull::Block,
             envelope: config.envelope,
             socket: Mutex::new(Sends {
                 socket,
