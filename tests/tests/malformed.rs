@@ -24,8 +24,8 @@ const HUGE_EVERY: usize = 2_000;
 /// Message `i`: its key (none for every seventh good one), payload and whether it is good.
 fn message(i: usize) -> (Option<String>, Vec<u8>, bool) {
     let key = Some(format!("k{}", i % 97));
-    if i % 2 == 0 {
-        let key = if i % 7 == 0 { None } else { key };
+    if i.is_multiple_of(2) {
+        let key = if i.is_multiple_of(7) { None } else { key };
         return (
             key,
             format!(r#"{{"amount": {i}, "n": {i}}}"#).into_bytes(),
