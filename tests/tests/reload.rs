@@ -613,9 +613,15 @@ dead_letter = "dead"
         routes["routes"][0]["plugins"][0]["sha256"],
         expected_hash.as_str()
     );
+    // Relative to the configuration's directory, never where it lies on the machine.
+    let shown = routes["routes"][0]["plugins"][0]["path"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!shown.starts_with('/'), "an absolute path: {shown}");
     assert_eq!(
-        routes["routes"][0]["plugins"][0]["path"],
-        plugins::JSON_FILTER
+        std::fs::canonicalize(scratch.path("").join(shown)).ok(),
+        std::fs::canonicalize(plugins::JSON_FILTER).ok(),
+        "{shown} is not the plugin"
     );
     assert!(
         routes["loaded_at"]
