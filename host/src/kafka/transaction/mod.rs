@@ -16,7 +16,8 @@
 //! remembered: the broker refuses a whole batch for one bad record, so on the next pass
 //! each of them is sent in a batch of its own, and one refused alone is refused at once
 //! on the pass after, its message dead-lettered inside that transaction. A fenced producer
-//! stops the input: another instance has its id.
+//! stops the input: another instance has its id. A producer that fails for good otherwise,
+//! or is stuck in a call, is replaced, together with the consumer (see `run_input`).
 
 mod output;
 
@@ -56,10 +57,10 @@ const STUCK_AFTER: Duration = Duration::from_secs(30);
 enum Failed {
     /// It can be aborted, and its messages read again.
     Abort(String),
-    /// The producer cannot go on (fenced by another instance, or a fatal error).
+    /// The input cannot go on: another instance fenced its producer.
     Fatal(anyhow::Error),
-    /// The producer is stuck in a call, or cannot abort: the input starts over with a new
-    /// one, which aborts what this one left open.
+    /// The producer is stuck in a call, cannot abort, or failed for good: the input starts
+    /// over with a new one, which aborts what this one left open.
     Stuck(String),
 }
 
@@ -182,10 +183,13 @@ impl Transactions {
     /// what the batch reads.
     pub fn begin<M: Incoming>(&mut self, batch: &[M]) -> anyhow::Result<()> {
         if self.open.is_none() {
-            self.producer.begin_transaction().map_err(|e| {
-                self.failure(e, "begin a transaction")
-                    .unwrap_or_else(|why| anyhow::anyhow!(why))
-            })?;
+            self.producer
+                .begin_transaction()
+                .map_err(|e| match self.failure(e, "begin a transaction") {
+                    Failed::Fatal(e) => e,
+                    // A producer that cannot begin a transaction is replaced.
+                    Failed::Abort(why) | Failed::Stuck(why) => anyhow::Error::new(Stuck(why)),
+                })?;
             self.open = Some(Instant::now());
         }
         // A batch holds runs of one partition's messages, in offset order: one look-up
@@ -409,10 +413,7 @@ impl Transactions {
             }
             let retriable = matches!(&e, KafkaError::Transaction(rd) if rd.is_retriable());
             if !retriable || timed_out || Instant::now() >= deadline {
-                return Err(match self.failure(e, what) {
-                    Ok(fatal) => Failed::Fatal(fatal),
-                    Err(why) => Failed::Abort(why),
-                });
+                return Err(self.failure(e, what));
             }
             let problem = format!("cannot {what} yet, trying again: {e}");
             tracing::warn!("{problem}");
@@ -441,35 +442,31 @@ impl Transactions {
         result.recv_timeout(STUCK_AFTER).ok()
     }
 
-    /// Sorts a failed transactional call: `Ok` with the error that stops the input when the
-    /// producer cannot go on, `Err` with the reason to abort otherwise.
-    fn failure(&self, e: KafkaError, what: &str) -> Result<anyhow::Error, String> {
+    /// Sorts a failed transactional call. Only fencing stops the input: another instance
+    /// has taken over its id. Any other fatal error leaves this producer unable to go on,
+    /// but a new one with the same id can (it fences this one and aborts what it left
+    /// open); an error that is not fatal aborts the transaction.
+    fn failure(&self, e: KafkaError, what: &str) -> Failed {
         let fatal = matches!(&e, KafkaError::Transaction(rd) if rd.is_fatal());
         if !fatal {
-            return Err(format!("cannot {what}: {e}"));
+            return Failed::Abort(format!("cannot {what}: {e}"));
         }
         let fenced = matches!(
             e.rdkafka_error_code(),
-            Some(
-                RDKafkaErrorCode::ProducerFenced
-                    | RDKafkaErrorCode::InvalidProducerEpoch
-                    | RDKafkaErrorCode::Fenced
-            )
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced)
         );
-        Ok(if fenced {
-            anyhow::anyhow!(
+        if fenced {
+            return Failed::Fatal(anyhow::anyhow!(
                 "input `{}`: fenced: another router took over transactional id `{}` (the same \
                  group, input and instance id); this one stops so that the two never write the \
                  same records. Give each router of a group its own `instance_id`",
                 self.input,
                 self.id
-            )
-        } else {
-            anyhow::Error::new(e).context(format!(
-                "input `{}`: the transactional producer failed for good",
-                self.input
-            ))
-        })
+            ));
+        }
+        Failed::Stuck(format!(
+            "the transactional producer failed for good (cannot {what}: {e})"
+        ))
     }
 
     /// Aborts the open transaction, then waits until the producer has reported every
