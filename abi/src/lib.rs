@@ -10,16 +10,27 @@
 mod read;
 mod write;
 
-pub use read::{BatchReader, HeaderIter, Headers, MessageView, decode_result, is_all_pass};
-pub use write::{BatchWriter, ResultWriter};
+pub use read::{
+    BatchReader, HeaderIter, Headers, MessageView, decode_headers, decode_result, is_all_pass,
+};
+pub use write::{BatchWriter, ResultWriter, encode_headers};
 
-/// Version of the wire format: every batch, and every result without a `reply`.
+/// Version 1 of the wire format (contract 0.1.0): a batch for a plugin of contract 0.1.0
+/// or 0.1.1, and a result that needs nothing later.
 pub const VERSION: u32 = 1;
 
-/// Version of a result that holds a `reply` (contract 0.1.1). Readers accept both; writers
-/// use it only when a result needs it, so a plugin that never replies still runs on a
-/// host of contract 0.1.0.
+/// Version of a result that holds a `reply` (contract 0.1.1). Readers accept every
+/// version up to their own; writers use the lowest version that holds what they write, so
+/// a plugin that never replies still runs on a host of contract 0.1.0.
 pub const VERSION_REPLY: u32 = 2;
+
+/// Version of a batch that may hold null payloads and null header values (contract
+/// 0.1.2), written only to a plugin of contract 0.1.2 or later.
+pub const BATCH_VERSION_NULLS: u32 = 2;
+
+/// Version of a result that writes a null payload (a tombstone) or a null header value
+/// (contract 0.1.2).
+pub const RESULT_VERSION_NULLS: u32 = 3;
 
 /// The length value that marks an optional `bytes` field as absent.
 pub const ABSENT: u32 = u32::MAX;
@@ -81,8 +92,8 @@ pub struct Reply {
     /// What the client reads.
     pub payload: Vec<u8>,
     /// Headers of the answer: sent in an envelope to a client of an input with
-    /// `envelope = true`, dropped otherwise.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// `envelope = true`, dropped otherwise. A `None` value is a null one.
+    pub headers: Vec<Header>,
     /// Messages to write, as an `emit` would (possibly none).
     pub emit: Vec<Output>,
 }
@@ -99,7 +110,7 @@ impl Reply {
     /// Appends a header to the answer.
     #[must_use]
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.headers.push((name.into(), Some(value.into())));
         self
     }
 
@@ -118,10 +129,11 @@ pub struct Output {
     pub destination: Option<String>,
     /// Record key.
     pub key: Option<Vec<u8>>,
-    /// Payload bytes.
-    pub payload: Vec<u8>,
-    /// Headers, in order; names may repeat.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Payload bytes; `None` writes a record with no value at all (a Kafka tombstone,
+    /// which a compacted topic reads as "delete this key").
+    pub payload: Option<Vec<u8>>,
+    /// Headers, in order; names may repeat. A `None` value is a null one.
+    pub headers: Vec<Header>,
     /// Kafka partition to write to; `None` lets the output choose (by key).
     pub partition: Option<i32>,
     /// Timestamp in milliseconds since the Unix epoch.
@@ -132,7 +144,16 @@ impl Output {
     /// A message with this payload and nothing else, bound for the default outputs.
     pub fn new(payload: impl Into<Vec<u8>>) -> Self {
         Output {
-            payload: payload.into(),
+            payload: Some(payload.into()),
+            ..Output::default()
+        }
+    }
+
+    /// A record with this key and no value: a Kafka tombstone, which a compacted topic
+    /// reads as "delete this key".
+    pub fn tombstone(key: impl Into<Vec<u8>>) -> Self {
+        Output {
+            key: Some(key.into()),
             ..Output::default()
         }
     }
@@ -161,15 +182,42 @@ impl Output {
     /// Replaces the payload.
     #[must_use]
     pub fn with_payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
-        self.payload = payload.into();
+        self.payload = Some(payload.into());
         self
+    }
+
+    /// Removes the payload: the record becomes a tombstone.
+    #[must_use]
+    pub fn without_payload(mut self) -> Self {
+        self.payload = None;
+        self
+    }
+
+    /// The payload, empty for a tombstone.
+    pub fn payload_bytes(&self) -> &[u8] {
+        self.payload.as_deref().unwrap_or_default()
     }
 
     /// Appends a header (existing headers of the same name are kept).
     #[must_use]
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.headers.push((name.into(), Some(value.into())));
         self
+    }
+
+    /// Appends a header with a null value.
+    #[must_use]
+    pub fn with_null_header(mut self, name: impl Into<String>) -> Self {
+        self.headers.push((name.into(), None));
+        self
+    }
+
+    /// The value of the first header with this name (`Some(None)` for a null one).
+    pub fn header(&self, name: &str) -> Option<Option<&[u8]>> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref())
     }
 
     /// Removes every header of this name.
@@ -201,13 +249,17 @@ pub struct MessageBuf {
     pub kafka: Option<(String, i32, i64)>,
     /// Record key.
     pub key: Option<Vec<u8>>,
-    /// Payload bytes.
-    pub payload: Vec<u8>,
-    /// Headers, in order; names may repeat.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Payload bytes; `None` for a record with no value (a tombstone).
+    pub payload: Option<Vec<u8>>,
+    /// Headers, in order; names may repeat. A `None` value is a null one.
+    pub headers: Vec<Header>,
     /// Timestamp in milliseconds since the Unix epoch.
     pub timestamp: Option<i64>,
 }
+
+/// A header as owned by [`Output`], [`Reply`] and [`MessageBuf`]: its name, and its value
+/// or `None` for a null one (Kafka tells a null header value from an empty one).
+pub type Header = (String, Option<Vec<u8>>);
 
 /// A buffer that does not follow the wire format: where, and what was wrong. Small and
 /// `Copy`, so decoding stays cheap on the hot path.
@@ -230,8 +282,6 @@ pub enum Problem {
     NotUtf8(&'static str),
     /// The buffer is of another version of the format.
     Version(u32),
-    /// An origin kind this version does not know.
-    UnknownOrigin(u8),
     /// An outcome tag this version does not know.
     UnknownOutcome(u8),
     /// A result holds a different number of outcomes than its batch had messages.
@@ -251,13 +301,7 @@ impl std::fmt::Display for DecodeError {
             Problem::Truncated(field) => write!(f, "truncated {field}")?,
             Problem::Absent(field) => write!(f, "{field} is absent but required")?,
             Problem::NotUtf8(field) => write!(f, "{field} is not UTF-8")?,
-            Problem::Version(v) => {
-                write!(
-                    f,
-                    "unsupported wire format version {v} (expected {VERSION})"
-                )?;
-            }
-            Problem::UnknownOrigin(kind) => write!(f, "unknown origin kind {kind}")?,
+            Problem::Version(v) => write!(f, "unsupported wire format version {v}")?,
             Problem::UnknownOutcome(tag) => write!(f, "unknown outcome tag {tag}")?,
             Problem::Count { found, expected } => {
                 write!(f, "{found} outcomes for a batch of {expected}")?;

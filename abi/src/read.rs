@@ -6,7 +6,10 @@
 //! are decoded only when a plugin reads them.
 
 use crate::write::FIXED;
-use crate::{ABSENT, DecodeError, Origin, Outcome, Output, Problem, Reply, VERSION, VERSION_REPLY};
+use crate::{
+    ABSENT, BATCH_VERSION_NULLS, DecodeError, Header, Origin, Outcome, Output, Problem,
+    RESULT_VERSION_NULLS, Reply, VERSION, VERSION_REPLY,
+};
 
 /// A bounds-checked reader over a byte slice.
 #[derive(Clone)]
@@ -113,10 +116,6 @@ impl<'a> Cursor<'a> {
         Ok((present != 0).then_some(value))
     }
 
-    fn version(&mut self) -> Result<(), DecodeError> {
-        self.version_of(&[VERSION]).map(|_| ())
-    }
-
     /// Reads the version, which must be one of `known`.
     fn version_of(&mut self, known: &[u32]) -> Result<u32, DecodeError> {
         match self.u32("version")? {
@@ -155,8 +154,9 @@ impl<'a> Headers<'a> {
         self.count == 0
     }
 
-    /// The headers in order, as (name, value) pairs. The host always writes well-formed
-    /// blocks; iteration stops at the first malformed entry of one that is not.
+    /// The headers in order, as (name, value) pairs; a `None` value is a null one. The
+    /// host always writes well-formed blocks; iteration stops at the first malformed entry
+    /// of one that is not.
     pub fn iter(&self) -> HeaderIter<'a> {
         HeaderIter {
             cursor: Cursor::new(self.data),
@@ -164,25 +164,35 @@ impl<'a> Headers<'a> {
         }
     }
 
-    /// The value of the first header with this name.
+    /// The value of the first header with this name; a null value reads as empty (see
+    /// [`Headers::iter`] to tell them apart).
     pub fn get(&self, name: &str) -> Option<&'a [u8]> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.unwrap_or_default())
     }
 
-    /// Every value of headers with this name, in order.
+    /// Every value of headers with this name, in order; null values read as empty.
     pub fn get_all<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+        self.iter()
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| v.unwrap_or_default())
     }
 
     /// Decodes every entry, failing on the first malformed one: for blocks from an
-    /// untrusted writer.
-    fn to_owned_checked(self) -> Result<Vec<(String, Vec<u8>)>, DecodeError> {
+    /// untrusted writer. With `nulls`, an absent value is a null one; without, it is an
+    /// error (versions before null values).
+    fn to_owned_checked(self, nulls: bool) -> Result<Vec<Header>, DecodeError> {
         let mut c = Cursor::new(self.data);
         let mut out = Vec::with_capacity((self.count as usize).min(self.data.len() / 8));
         for _ in 0..self.count {
             let name = c.str("header name")?;
-            let value = c.bytes("header value")?;
-            out.push((name.to_owned(), value.to_vec()));
+            let value = if nulls {
+                c.opt_bytes("header value")?
+            } else {
+                Some(c.bytes("header value")?)
+            };
+            out.push((name.to_owned(), value.map(<[u8]>::to_vec)));
         }
         Ok(out)
     }
@@ -193,14 +203,14 @@ impl std::fmt::Debug for Headers<'_> {
         f.debug_list()
             .entries(
                 self.iter()
-                    .map(|(n, v)| (n, String::from_utf8_lossy(v).into_owned())),
+                    .map(|(n, v)| (n, v.map(|v| String::from_utf8_lossy(v).into_owned()))),
             )
             .finish()
     }
 }
 
 impl<'a> IntoIterator for Headers<'a> {
-    type Item = (&'a str, &'a [u8]);
+    type Item = (&'a str, Option<&'a [u8]>);
     type IntoIter = HeaderIter<'a>;
     fn into_iter(self) -> HeaderIter<'a> {
         self.iter()
@@ -215,7 +225,7 @@ pub struct HeaderIter<'a> {
 }
 
 impl<'a> Iterator for HeaderIter<'a> {
-    type Item = (&'a str, &'a [u8]);
+    type Item = (&'a str, Option<&'a [u8]>);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
@@ -225,7 +235,7 @@ impl<'a> Iterator for HeaderIter<'a> {
         let entry = (|| {
             Ok::<_, DecodeError>((
                 self.cursor.str("header name")?,
-                self.cursor.bytes("header value")?,
+                self.cursor.opt_bytes("header value")?,
             ))
         })();
         if entry.is_err() {
@@ -250,14 +260,14 @@ pub struct MessageView<'a> {
     pub timestamp: Option<i64>,
     /// Headers in order.
     pub headers: Headers<'a>,
-    /// Payload bytes.
-    pub payload: &'a [u8],
+    /// Payload bytes; `None` for a record with no value (a Kafka tombstone).
+    pub payload: Option<&'a [u8]>,
 }
 
 impl<'a> MessageView<'a> {
     /// Where the message came from. Decoded on each call (most plugins never ask); the
-    /// host always writes a well-formed origin, and a malformed one reads as
-    /// [`Origin::None`].
+    /// host always writes a well-formed origin, and a malformed one, or one of a kind this
+    /// version does not know (a later host's), reads as [`Origin::None`].
     pub fn origin(&self) -> Origin<'a> {
         let (kind, fields) = self.origin;
         read_origin(kind, &mut Cursor::new(fields)).unwrap_or(Origin::None)
@@ -290,7 +300,7 @@ fn read_origin<'a>(kind: u8, c: &mut Cursor<'a>) -> Result<Origin<'a>, DecodeErr
             topic: c.opt_bytes("zmq topic frame")?,
             peer: c.opt_bytes("zmq peer identity")?,
         },
-        other => return c.fail(Problem::UnknownOrigin(other)),
+        _ => Origin::None,
     })
 }
 
@@ -308,12 +318,6 @@ fn read_message(body: &[u8]) -> Result<MessageView<'_>, DecodeError> {
         |i: usize| u32::from_le_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
     let kind = fixed[0];
     let flags = fixed[1];
-    if kind > 2 {
-        return Err(DecodeError {
-            offset: 0,
-            problem: Problem::UnknownOrigin(kind),
-        });
-    }
     let mut c = Cursor::new(rest);
     let origin = c.take(u32_at(4) as usize, "origin")?;
     let key = c.take(u32_at(8) as usize, "key")?;
@@ -330,7 +334,7 @@ fn read_message(body: &[u8]) -> Result<MessageView<'_>, DecodeError> {
             data: header_block,
             count: header_count,
         },
-        payload,
+        payload: (flags & 4 == 0).then_some(payload),
     })
 }
 
@@ -347,7 +351,7 @@ impl<'a> BatchReader<'a> {
     /// Checks the batch header. Messages are decoded as they are iterated.
     pub fn new(batch: &'a [u8]) -> Result<Self, DecodeError> {
         let mut cursor = Cursor::new(batch);
-        cursor.version()?;
+        cursor.version_of(&[VERSION, BATCH_VERSION_NULLS])?;
         let count = cursor.u32("message count")?;
         let input = cursor.str("input name")?;
         Ok(BatchReader {
@@ -407,21 +411,39 @@ impl<'a> Iterator for BatchReader<'a> {
 }
 
 /// `u32 n | output{n}`.
-fn read_outputs(c: &mut Cursor<'_>) -> Result<Vec<Output>, DecodeError> {
+/// Decodes a whole header block (see [`crate::encode_headers`]), null values included; the
+/// block must end where its last entry does.
+pub fn decode_headers(block: &[u8]) -> Result<Vec<Header>, DecodeError> {
+    let mut c = Cursor::new(block);
+    let headers = c.headers()?.to_owned_checked(true)?;
+    if c.pos != block.len() {
+        return c.fail(Problem::Trailing(block.len() - c.pos));
+    }
+    Ok(headers)
+}
+
+/// `u32 n | output{n}`; with `nulls` (result version 3), an absent payload or header
+/// value is a null one.
+fn read_outputs(c: &mut Cursor<'_>, nulls: bool) -> Result<Vec<Output>, DecodeError> {
     let n = c.u32("emit count")? as usize;
     // Each output takes at least 34 bytes: never trust `n` for an allocation.
     let mut outputs = Vec::with_capacity(n.min(c.buf.len() / 34 + 1));
     for _ in 0..n {
-        outputs.push(read_output(c)?);
+        outputs.push(read_output(c, nulls)?);
     }
     Ok(outputs)
 }
 
-fn read_output(c: &mut Cursor<'_>) -> Result<Output, DecodeError> {
+fn read_output(c: &mut Cursor<'_>, nulls: bool) -> Result<Output, DecodeError> {
     let destination = c.opt_str("destination")?.map(str::to_owned);
     let key = c.opt_bytes("key")?.map(<[u8]>::to_vec);
-    let payload = c.opt_bytes("payload")?.unwrap_or_default().to_vec();
-    let headers = c.headers()?.to_owned_checked()?;
+    let payload = match c.opt_bytes("payload")? {
+        Some(bytes) => Some(bytes.to_vec()),
+        // Before version 3, an absent payload is an empty one.
+        None if !nulls => Some(Vec::new()),
+        None => None,
+    };
+    let headers = c.headers()?.to_owned_checked(nulls)?;
     let partition = c.opt_i32("partition")?;
     let timestamp = c.opt_i64("timestamp")?;
     Ok(Output {
@@ -448,7 +470,8 @@ pub fn is_all_pass(result: &[u8], expected: usize) -> bool {
 /// checked: the result comes from untrusted code.
 pub fn decode_result(result: &[u8], expected: usize) -> Result<Vec<Outcome>, DecodeError> {
     let mut c = Cursor::new(result);
-    let version = c.version_of(&[VERSION, VERSION_REPLY])?;
+    let version = c.version_of(&[VERSION, VERSION_REPLY, RESULT_VERSION_NULLS])?;
+    let nulls = version >= RESULT_VERSION_NULLS;
     let at = c.pos;
     let count = c.u32("outcome count")?;
     if count as usize != expected {
@@ -467,11 +490,11 @@ pub fn decode_result(result: &[u8], expected: usize) -> Result<Vec<Outcome>, Dec
             0 => Outcome::Pass,
             1 => Outcome::Drop,
             2 => Outcome::Reject(c.str("reject reason")?.to_owned()),
-            3 => Outcome::Emit(read_outputs(&mut c)?),
+            3 => Outcome::Emit(read_outputs(&mut c, nulls)?),
             4 if version >= VERSION_REPLY => {
                 let payload = c.bytes("reply payload")?.to_vec();
-                let headers = c.headers()?.to_owned_checked()?;
-                let emit = read_outputs(&mut c)?;
+                let headers = c.headers()?.to_owned_checked(nulls)?;
+                let emit = read_outputs(&mut c, nulls)?;
                 Outcome::Reply(Reply {
                     payload,
                     headers,

@@ -12,11 +12,11 @@ fn sample_batch() -> Vec<u8> {
         Some(b"k1"),
         Some(1_700_000_000_000),
         [
-            ("region", &b"eu"[..]),
-            ("trace", &b"\x00\xff"[..]),
-            ("region", &b"us"[..]),
+            ("region", Some(&b"eu"[..])),
+            ("trace", Some(&b"\x00\xff"[..])),
+            ("region", Some(&b"us"[..])),
         ],
-        b"{\"amount\": 5}",
+        Some(b"{\"amount\": 5}"),
     );
     w.push(
         &Origin::Zmq {
@@ -28,7 +28,7 @@ fn sample_batch() -> Vec<u8> {
         None,
         None,
         [],
-        b"",
+        Some(b""),
     );
     w.as_bytes().to_vec()
 }
@@ -51,14 +51,14 @@ fn batch_round_trips() {
     );
     assert_eq!(m.key, Some(&b"k1"[..]));
     assert_eq!(m.timestamp, Some(1_700_000_000_000));
-    assert_eq!(m.payload, b"{\"amount\": 5}");
+    assert_eq!(m.payload, Some(&b"{\"amount\": 5}"[..]));
     let headers: Vec<_> = m.headers.iter().collect();
     assert_eq!(
         headers,
         vec![
-            ("region", &b"eu"[..]),
-            ("trace", &b"\x00\xff"[..]),
-            ("region", &b"us"[..])
+            ("region", Some(&b"eu"[..])),
+            ("trace", Some(&b"\x00\xff"[..])),
+            ("region", Some(&b"us"[..]))
         ]
     );
     assert_eq!(m.headers.get("region"), Some(&b"eu"[..]));
@@ -76,7 +76,7 @@ fn batch_round_trips() {
     assert_eq!(z.key, None);
     assert_eq!(z.timestamp, None);
     assert!(z.headers.is_empty());
-    assert_eq!(z.payload, b"");
+    assert_eq!(z.payload, Some(&b""[..]));
 }
 
 #[test]
@@ -209,4 +209,102 @@ fn all_pass_is_recognised_only_when_every_outcome_is_pass() {
     other_version[0] = 9;
     assert!(!is_all_pass(&other_version, 3));
     assert!(!is_all_pass(&[], 0));
+}
+
+/// A tombstone with a null header, pushed into a writer of `version`.
+fn tombstone_batch(version: u32) -> Vec<u8> {
+    let mut w = BatchWriter::of_version(version);
+    w.start("users");
+    w.push(
+        &Origin::None,
+        Some(b"user-7"),
+        None,
+        [("trace", None), ("empty", Some(&b""[..]))],
+        None,
+    );
+    w.as_bytes().to_vec()
+}
+
+#[test]
+fn null_payloads_and_header_values_are_kept_in_a_version_2_batch() {
+    let bytes = tombstone_batch(BATCH_VERSION_NULLS);
+    assert_eq!(bytes[0..4], BATCH_VERSION_NULLS.to_le_bytes());
+    let m = BatchReader::new(&bytes)
+        .expect("header")
+        .next()
+        .expect("one message")
+        .expect("message");
+    assert_eq!(m.payload, None);
+    assert_eq!(m.key, Some(&b"user-7"[..]));
+    let headers: Vec<_> = m.headers.iter().collect();
+    assert_eq!(headers, vec![("trace", None), ("empty", Some(&b""[..]))]);
+    assert_eq!(m.headers.get("trace"), Some(&b""[..]), "null reads as empty");
+}
+
+#[test]
+fn a_version_1_batch_writes_nulls_as_empty_values() {
+    let bytes = tombstone_batch(VERSION);
+    assert_eq!(bytes[0..4], VERSION.to_le_bytes());
+    let m = BatchReader::new(&bytes)
+        .expect("header")
+        .next()
+        .expect("one message")
+        .expect("message");
+    assert_eq!(m.payload, Some(&b""[..]));
+    let headers: Vec<_> = m.headers.iter().collect();
+    assert_eq!(
+        headers,
+        vec![("trace", Some(&b""[..])), ("empty", Some(&b""[..]))]
+    );
+}
+
+#[test]
+fn a_result_writing_nulls_is_version_3_and_keeps_them() {
+    let outcomes = vec![
+        Outcome::Emit(vec![
+            Output::tombstone("user-7").with_null_header("trace"),
+            Output::new("").with_header("empty", ""),
+        ]),
+        Outcome::Reply(Reply::new("ok").and_emit(Output::tombstone("user-8"))),
+    ];
+    let mut w = ResultWriter::with_capacity(outcomes.len());
+    for o in &outcomes {
+        w.outcome(o);
+    }
+    let bytes = w.finish();
+    assert_eq!(bytes[0..4], RESULT_VERSION_NULLS.to_le_bytes());
+    assert_eq!(decode_result(&bytes, outcomes.len()), Ok(outcomes));
+
+    // Before version 3, an absent payload is an empty one, and an absent header value is
+    // malformed.
+    let mut w = ResultWriter::with_capacity(1);
+    w.emit(&[Output::tombstone("k")]);
+    let mut bytes = w.finish();
+    bytes[0..4].copy_from_slice(&VERSION.to_le_bytes());
+    let decoded = decode_result(&bytes, 1).expect("version 1");
+    assert_eq!(
+        decoded,
+        vec![Outcome::Emit(vec![Output::new("").with_key("k")])]
+    );
+    let mut w = ResultWriter::with_capacity(1);
+    w.emit(&[Output::new("p").with_null_header("h")]);
+    let mut bytes = w.finish();
+    bytes[0..4].copy_from_slice(&VERSION_REPLY.to_le_bytes());
+    let err = decode_result(&bytes, 1).expect_err("null header before version 3");
+    assert!(err.to_string().contains("header value is absent"), "{err}");
+}
+
+#[test]
+fn an_unknown_origin_kind_reads_as_no_origin() {
+    let mut bytes = sample_batch();
+    // The first message's origin kind: after version, count, input and size.
+    let at = 4 + 4 + 4 + "orders".len() + 4;
+    bytes[at] = 9;
+    let msgs: Vec<_> = BatchReader::new(&bytes)
+        .expect("header")
+        .collect::<Result<_, _>>()
+        .expect("messages");
+    assert_eq!(msgs[0].origin(), Origin::None);
+    assert_eq!(msgs[0].key, Some(&b"k1"[..]), "the rest is read as before");
+    assert_eq!(msgs.len(), 2);
 }

@@ -1,6 +1,9 @@
 //! Encoding: a batch (host side) and a result (guest side), into reusable buffers.
 
-use crate::{ABSENT, MessageBuf, Origin, Output, VERSION};
+use crate::{
+    ABSENT, BATCH_VERSION_NULLS, Header, MessageBuf, Origin, Output, RESULT_VERSION_NULLS, VERSION,
+    VERSION_REPLY,
+};
 
 #[inline]
 fn put_u32(buf: &mut Vec<u8>, v: u32) {
@@ -33,14 +36,27 @@ fn put_opt_i32(buf: &mut Vec<u8>, v: Option<i32>) {
     buf.extend_from_slice(&v.unwrap_or(0).to_le_bytes());
 }
 
-fn put_headers<'h>(buf: &mut Vec<u8>, headers: impl IntoIterator<Item = (&'h str, &'h [u8])>) {
+fn put_headers(buf: &mut Vec<u8>, headers: &[Header]) {
+    encode_headers(
+        buf,
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_deref())),
+    );
+}
+
+/// Appends a header block, `u32 header-count | u32 header-size | header{header-count}`,
+/// to `buf`; a `None` value is written as absent (a null value). The ZeroMQ envelope
+/// carries headers in this block too.
+pub fn encode_headers<'h>(
+    buf: &mut Vec<u8>,
+    headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+) {
     let count_at = buf.len();
     put_u32(buf, 0);
     put_u32(buf, 0);
     let mut count = 0u32;
     for (name, value) in headers {
         put_bytes(buf, name.as_bytes());
-        put_bytes(buf, value);
+        put_opt_bytes(buf, value);
         count += 1;
     }
     let size = u32::try_from(buf.len() - count_at - 8).unwrap_or(u32::MAX);
@@ -86,35 +102,68 @@ fn len32(n: usize) -> u32 {
 }
 
 /// Builds a batch in a buffer that is reused from one batch to the next.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BatchWriter {
     buf: Vec<u8>,
     count: u32,
+    /// Whether null payloads and header values are written as such (batch version 2), or
+    /// as empty ones (version 1, for plugins of contract 0.1.0 and 0.1.1).
+    nulls: bool,
+}
+
+impl Default for BatchWriter {
+    fn default() -> Self {
+        BatchWriter::new()
+    }
 }
 
 impl BatchWriter {
-    /// An empty writer; call [`BatchWriter::start`] before pushing messages.
+    /// An empty writer of the latest batch version; call [`BatchWriter::start`] before
+    /// pushing messages.
     pub fn new() -> Self {
-        BatchWriter::default()
+        BatchWriter::of_version(BATCH_VERSION_NULLS)
+    }
+
+    /// An empty writer of batch `version`: [`VERSION`] for a plugin of contract 0.1.0 or
+    /// 0.1.1 (null values are written as empty ones), [`BATCH_VERSION_NULLS`] for a later
+    /// one.
+    pub fn of_version(version: u32) -> Self {
+        let mut writer = BatchWriter {
+            buf: Vec::new(),
+            count: 0,
+            nulls: true,
+        };
+        writer.set_version(version);
+        writer
+    }
+
+    /// Makes the batches started from now on of `version` (see [`BatchWriter::of_version`]).
+    pub fn set_version(&mut self, version: u32) {
+        self.nulls = version >= BATCH_VERSION_NULLS;
     }
 
     /// Starts a new batch of messages from `input`, keeping the buffer's capacity.
     pub fn start(&mut self, input: &str) {
         self.buf.clear();
         self.count = 0;
-        put_u32(&mut self.buf, crate::VERSION);
+        let version = if self.nulls {
+            BATCH_VERSION_NULLS
+        } else {
+            VERSION
+        };
+        put_u32(&mut self.buf, version);
         put_u32(&mut self.buf, 0);
         put_bytes(&mut self.buf, input.as_bytes());
     }
 
-    /// Appends one message.
+    /// Appends one message. A `None` payload or header value is a null one.
     pub fn push<'h>(
         &mut self,
         origin: &Origin<'_>,
         key: Option<&[u8]>,
         timestamp: Option<i64>,
-        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
-        payload: &[u8],
+        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        payload: Option<&[u8]>,
     ) {
         let buf = &mut self.buf;
         let start = buf.len();
@@ -127,14 +176,21 @@ impl BatchWriter {
         let mut header_count = 0u32;
         for (name, value) in headers {
             put_bytes(buf, name.as_bytes());
-            put_bytes(buf, value);
+            match value {
+                None if self.nulls => put_u32(buf, ABSENT),
+                _ => put_bytes(buf, value.unwrap_or_default()),
+            }
             header_count += 1;
         }
         let header_size = buf.len() - headers_start;
+        let null_payload = payload.is_none() && self.nulls;
+        let payload = payload.unwrap_or_default();
         buf.extend_from_slice(payload);
         let size = buf.len() - start - 4;
 
-        let flags = u8::from(key.is_some()) | (u8::from(timestamp.is_some()) << 1);
+        let flags = u8::from(key.is_some())
+            | (u8::from(timestamp.is_some()) << 1)
+            | (u8::from(null_payload) << 2);
         let head = &mut buf[start..start + 4 + FIXED];
         head[0..4].copy_from_slice(&len32(size).to_le_bytes());
         head[4] = kind;
@@ -163,8 +219,8 @@ impl BatchWriter {
             &origin,
             m.key.as_deref(),
             m.timestamp,
-            m.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-            &m.payload,
+            m.headers.iter().map(|(n, v)| (n.as_str(), v.as_deref())),
+            m.payload.as_deref(),
         );
     }
 
@@ -184,11 +240,13 @@ impl BatchWriter {
     }
 }
 
-/// Builds a result, one outcome per message in batch order.
+/// Builds a result, one outcome per message in batch order, of the lowest version that
+/// holds what it was given.
 #[derive(Debug)]
 pub struct ResultWriter {
     buf: Vec<u8>,
     count: u32,
+    version: u32,
 }
 
 impl ResultWriter {
@@ -197,7 +255,15 @@ impl ResultWriter {
         let mut buf = Vec::with_capacity(8 + messages);
         put_u32(&mut buf, VERSION);
         put_u32(&mut buf, 0);
-        ResultWriter { buf, count: 0 }
+        ResultWriter {
+            buf,
+            count: 0,
+            version: VERSION,
+        }
+    }
+
+    fn needs(&mut self, version: u32) {
+        self.version = self.version.max(version);
     }
 
     fn tag(&mut self, tag: u8) {
@@ -228,35 +294,39 @@ impl ResultWriter {
     }
 
     /// Appends `reply`: the answer's payload and headers, and the outputs it writes. The
-    /// result becomes version [`crate::VERSION_REPLY`].
+    /// result becomes version [`VERSION_REPLY`] at least.
     pub fn reply(&mut self, reply: &crate::Reply) {
-        self.buf[0..4].copy_from_slice(&crate::VERSION_REPLY.to_le_bytes());
+        self.needs(VERSION_REPLY);
         self.tag(4);
         put_bytes(&mut self.buf, &reply.payload);
-        put_headers(
-            &mut self.buf,
-            reply
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_slice())),
-        );
+        self.headers(&reply.headers);
         self.outputs(&reply.emit);
+    }
+
+    /// A header block; a null value makes the result version [`RESULT_VERSION_NULLS`].
+    fn headers(&mut self, headers: &[Header]) {
+        if headers.iter().any(|(_, v)| v.is_none()) {
+            self.needs(RESULT_VERSION_NULLS);
+        }
+        put_headers(&mut self.buf, headers);
     }
 
     /// `u32 n | output{n}`.
     fn outputs(&mut self, outputs: &[Output]) {
-        let buf = &mut self.buf;
-        put_u32(buf, u32::try_from(outputs.len()).unwrap_or(u32::MAX));
+        put_u32(
+            &mut self.buf,
+            u32::try_from(outputs.len()).unwrap_or(u32::MAX),
+        );
         for out in outputs {
-            put_opt_bytes(buf, out.destination.as_deref().map(str::as_bytes));
-            put_opt_bytes(buf, out.key.as_deref());
-            put_bytes(buf, &out.payload);
-            put_headers(
-                buf,
-                out.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-            );
-            put_opt_i32(buf, out.partition);
-            put_opt_i64(buf, out.timestamp);
+            put_opt_bytes(&mut self.buf, out.destination.as_deref().map(str::as_bytes));
+            put_opt_bytes(&mut self.buf, out.key.as_deref());
+            if out.payload.is_none() {
+                self.needs(RESULT_VERSION_NULLS);
+            }
+            put_opt_bytes(&mut self.buf, out.payload.as_deref());
+            self.headers(&out.headers);
+            put_opt_i32(&mut self.buf, out.partition);
+            put_opt_i64(&mut self.buf, out.timestamp);
         }
     }
 
@@ -283,6 +353,7 @@ impl ResultWriter {
 
     /// The encoded result.
     pub fn finish(mut self) -> Vec<u8> {
+        self.buf[0..4].copy_from_slice(&self.version.to_le_bytes());
         self.buf[4..8].copy_from_slice(&self.count.to_le_bytes());
         self.buf
     }

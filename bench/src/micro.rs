@@ -34,10 +34,10 @@ fn batch_of(n: usize) -> BatchWriter {
             Some(key.as_bytes()),
             Some(1_700_000_000_000),
             [
-                ("trace-id", &b"0123456789abcdef"[..]),
-                ("source", &b"bench"[..]),
+                ("trace-id", Some(&b"0123456789abcdef"[..])),
+                ("source", Some(&b"bench"[..])),
             ],
-            &payload,
+            Some(&payload),
         );
     }
     w

@@ -28,22 +28,28 @@ impl<'a> Message<'a> {
         self.view.key
     }
 
-    /// The payload.
+    /// The payload; empty for a tombstone (see [`Message::is_tombstone`]).
     pub fn payload(&self) -> &'a [u8] {
-        self.view.payload
+        self.view.payload.unwrap_or_default()
+    }
+
+    /// Whether the message has no payload at all, not even an empty one: a Kafka record
+    /// with a null value (a tombstone), which a compacted topic reads as "delete this key".
+    pub fn is_tombstone(&self) -> bool {
+        self.view.payload.is_none()
     }
 
     /// The payload as UTF-8 text, if it is.
     pub fn payload_str(&self) -> Option<&'a str> {
-        std::str::from_utf8(self.view.payload).ok()
+        std::str::from_utf8(self.payload()).ok()
     }
 
-    /// All headers, in order (names may repeat).
+    /// All headers, in order (names may repeat); a `None` value is a null one.
     pub fn headers(&self) -> Headers<'a> {
         self.view.headers
     }
 
-    /// The value of the first header with this name.
+    /// The value of the first header with this name; a null value reads as empty.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         self.view.headers.get(name)
     }
@@ -54,16 +60,17 @@ impl<'a> Message<'a> {
     }
 
     /// An owned copy of this message (key, payload, headers, timestamp) bound for the
-    /// route's default outputs, to modify and emit.
+    /// route's default outputs, to modify and emit. A tombstone stays one, and null header
+    /// values stay null.
     pub fn to_output(&self) -> Output {
         Output {
             destination: None,
             key: self.key().map(<[u8]>::to_vec),
-            payload: self.payload().to_vec(),
+            payload: self.view.payload.map(<[u8]>::to_vec),
             headers: self
                 .headers()
                 .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_vec()))
+                .map(|(n, v)| (n.to_owned(), v.map(<[u8]>::to_vec)))
                 .collect(),
             partition: None,
             timestamp: self.timestamp(),

@@ -15,8 +15,8 @@
 //!
 //! let out = run::<Upper>(&[], &[TestMessage::new("hi").header("h", "v")]).unwrap();
 //! let Outcome::Emit(msgs) = &out[0] else { panic!() };
-//! assert_eq!(msgs[0].payload, b"HI");
-//! assert_eq!(msgs[0].headers, vec![("h".to_string(), b"v".to_vec())]);
+//! assert_eq!(msgs[0].payload_bytes(), b"HI");
+//! assert_eq!(msgs[0].header("h"), Some(Some(&b"v"[..])));
 //! ```
 
 use switchyard_abi::{BatchWriter, MessageBuf, Outcome, decode_result};
@@ -43,7 +43,15 @@ impl TestMessage {
     /// A message with this payload.
     pub fn new(payload: impl Into<Vec<u8>>) -> Self {
         TestMessage(MessageBuf {
-            payload: payload.into(),
+            payload: Some(payload.into()),
+            ..MessageBuf::default()
+        })
+    }
+
+    /// A message with this key and no payload at all: a Kafka tombstone.
+    pub fn tombstone(key: impl Into<Vec<u8>>) -> Self {
+        TestMessage(MessageBuf {
+            key: Some(key.into()),
             ..MessageBuf::default()
         })
     }
@@ -58,7 +66,14 @@ impl TestMessage {
     /// Appends a header.
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.0.headers.push((name.into(), value.into()));
+        self.0.headers.push((name.into(), Some(value.into())));
+        self
+    }
+
+    /// Appends a header with a null value.
+    #[must_use]
+    pub fn null_header(mut self, name: impl Into<String>) -> Self {
+        self.0.headers.push((name.into(), None));
         self
     }
 

@@ -152,8 +152,8 @@ pub fn batch(messages: &[Msg<'_>]) -> BatchWriter {
             },
             key.map(str::as_bytes),
             Some(1_700_000_000_000),
-            headers.iter().map(|(n, v)| (*n, v.as_bytes())),
-            payload.as_bytes(),
+            headers.iter().map(|(n, v)| (*n, Some(v.as_bytes()))),
+            Some(payload.as_bytes()),
         );
     }
     w

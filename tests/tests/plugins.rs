@@ -119,7 +119,7 @@ fn redact() {
         ],
     );
     let o = &emitted(&out[0])[0];
-    let doc: serde_json::Value = serde_json::from_slice(&o.payload).expect("json");
+    let doc: serde_json::Value = serde_json::from_slice(o.payload_bytes()).expect("json");
     assert_eq!(
         doc,
         serde_json::json!({"card":{"number":"***"},"email":"***","name":"Ada"})
@@ -129,10 +129,10 @@ fn redact() {
     assert_eq!(
         o.headers,
         vec![
-            ("region".to_owned(), b"eu".to_vec()),
+            ("region".to_owned(), Some(b"eu".to_vec())),
             (
                 "switchyard-redacted".to_owned(),
-                b"card.number,email".to_vec()
+                Some(b"card.number,email".to_vec())
             )
         ]
     );
@@ -166,8 +166,8 @@ fn key_router() {
         [Some("germany".to_owned()), Some("audit".to_owned())]
     );
     for o in emitted(&out[1]) {
-        assert_eq!(o.payload, b"2");
-        assert_eq!(o.headers, vec![("trace".to_owned(), b"t".to_vec())]);
+        assert_eq!(o.payload_bytes(), b"2");
+        assert_eq!(o.headers, vec![("trace".to_owned(), Some(b"t".to_vec()))]);
     }
     assert_eq!(out[2], Outcome::Pass);
 }
@@ -329,7 +329,7 @@ fn sandbox_probe() {
             panic!("expected a report, got {outcome:?}")
         };
         assert_eq!(
-            String::from_utf8_lossy(&report[0].payload),
+            String::from_utf8_lossy(report[0].payload_bytes()),
             "env=0 args=0 file=denied dir=denied tcp=denied listen=denied udp=denied"
         );
     }
@@ -340,13 +340,13 @@ fn version_tag() {
     let mut p = instance(plugins::VERSION_TAG, &[]);
     let out = process(&mut p, &[(Some("k"), "a", &[("h", "v")])]);
     let outputs = emitted(&out[0]);
-    assert_eq!(outputs[0].payload, b"a");
+    assert_eq!(outputs[0].payload_bytes(), b"a");
     assert_eq!(outputs[0].key.as_deref(), Some(&b"k"[..]));
     assert_eq!(
         outputs[0].headers,
         vec![
-            ("h".to_owned(), b"v".to_vec()),
-            ("switchyard-version".to_owned(), b"v00000001".to_vec())
+            ("h".to_owned(), Some(b"v".to_vec())),
+            ("switchyard-version".to_owned(), Some(b"v00000001".to_vec()))
         ]
     );
 }

@@ -168,7 +168,7 @@ mod tests {
         ];
         let outcomes = run::<{Type}>(&config, &messages).unwrap();
         let Outcome::Emit(out) = &outcomes[0] else { panic!("{outcomes:?}") };
-        assert_eq!(out[0].payload, b"a");
+        assert_eq!(out[0].payload_bytes(), b"a");
         assert!(out[0].headers.iter().any(|(n, _)| n == "checked-by"));
         assert_eq!(outcomes[1..], [Outcome::Drop, Outcome::Drop]);
     }

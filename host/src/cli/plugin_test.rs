@@ -168,7 +168,7 @@ fn run_batch(
                     answer["headers"] = reply
                         .headers
                         .iter()
-                        .map(|(n, v)| json!([n, bytes_json(v)]))
+                        .map(|(n, v)| json!([n, nullable_json(v.as_deref())]))
                         .collect();
                 }
                 json!({"line": m.line, "outcome": "reply", "reply": answer, "messages": messages})
@@ -210,6 +210,11 @@ fn check_destinations(
     Ok(outcome.clone())
 }
 
+/// [`bytes_json`], or `null` for a null value.
+fn nullable_json(bytes: Option<&[u8]>) -> Value {
+    bytes.map_or(Value::Null, bytes_json)
+}
+
 /// Text when the bytes are UTF-8, otherwise `{"base64": "..."}`.
 fn bytes_json(bytes: &[u8]) -> Value {
     match std::str::from_utf8(bytes) {
@@ -226,12 +231,12 @@ fn output_json(o: &Output) -> Value {
     if let Some(k) = &o.key {
         m.insert("key".into(), bytes_json(k));
     }
-    m.insert("payload".into(), bytes_json(&o.payload));
+    m.insert("payload".into(), nullable_json(o.payload.as_deref()));
     if !o.headers.is_empty() {
         let headers: Vec<Value> = o
             .headers
             .iter()
-            .map(|(n, v)| json!([n, bytes_json(v)]))
+            .map(|(n, v)| json!([n, nullable_json(v.as_deref())]))
             .collect();
         m.insert("headers".into(), Value::from(headers));
     }
@@ -242,6 +247,20 @@ fn output_json(o: &Output) -> Value {
         m.insert("timestamp".into(), Value::from(t));
     }
     Value::Object(m)
+}
+
+/// The `payload` field: text, its `_base64` twin, or `null` for a record with no value (a
+/// tombstone).
+fn payload_field(obj: &Map<String, Value>) -> Result<Option<Vec<u8>>, String> {
+    if obj.get("payload") == Some(&Value::Null) {
+        if obj.contains_key("payload_base64") {
+            return Err("both `payload` and `payload_base64` are set".to_owned());
+        }
+        return Ok(None);
+    }
+    text_or_base64(obj, "payload")?
+        .map(Some)
+        .ok_or_else(|| "missing `payload` (or `payload_base64`; `null` for a tombstone)".to_owned())
 }
 
 /// A text field, or its `_base64` twin decoded.
@@ -260,22 +279,27 @@ fn text_or_base64(obj: &Map<String, Value>, field: &str) -> Result<Option<Vec<u8
     }
 }
 
-fn header_value(name: &str, v: &Value) -> Result<Vec<u8>, String> {
+/// A header's value: text, `{"base64": "..."}`, or `null` for a null value.
+fn header_value(name: &str, v: &Value) -> Result<Option<Vec<u8>>, String> {
     match v {
-        Value::String(s) => Ok(s.clone().into_bytes()),
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone().into_bytes())),
         Value::Object(o) => match o.get("base64") {
             Some(Value::String(s)) if o.len() == 1 => BASE64
                 .decode(s)
+                .map(Some)
                 .map_err(|e| format!("header `{name}`: invalid base64: {e}")),
             _ => Err(format!(
-                "header `{name}`: expected a string or {{\"base64\": \"...\"}}"
+                "header `{name}`: expected a string, {{\"base64\": \"...\"}} or null"
             )),
         },
-        other => Err(format!("header `{name}`: expected a string, not {other}")),
+        other => Err(format!(
+            "header `{name}`: expected a string or null, not {other}"
+        )),
     }
 }
 
-fn parse_headers(v: &Value) -> Result<Vec<(String, Vec<u8>)>, String> {
+fn parse_headers(v: &Value) -> Result<Vec<switchyard_abi::Header>, String> {
     match v {
         Value::Object(map) => map
             .iter()
@@ -330,8 +354,7 @@ fn parse_line(line: usize, text: &str) -> Result<TestInput, String> {
             FIELDS.join(", ")
         ));
     }
-    let payload = text_or_base64(&obj, "payload")?
-        .ok_or_else(|| "missing `payload` (or `payload_base64`)".to_owned())?;
+    let payload = payload_field(&obj)?;
     let kafka = match obj.get("topic") {
         None | Some(Value::Null) => None,
         Some(Value::String(topic)) => Some((
@@ -370,10 +393,10 @@ mod tests {
         .expect("valid")
         .message;
         assert_eq!(m.key, Some(vec![0, 255]));
-        assert_eq!(m.payload, b"p");
+        assert_eq!(m.payload.as_deref(), Some(&b"p"[..]));
         assert_eq!(
             m.headers,
-            vec![("a".into(), b"1".to_vec()), ("a".into(), vec![2])]
+            vec![("a".into(), Some(b"1".to_vec())), ("a".into(), Some(vec![2]))]
         );
         assert_eq!(m.kafka, Some(("t".into(), 2, 2)));
         assert_eq!(m.timestamp, Some(5));
@@ -382,8 +405,16 @@ mod tests {
             .message;
         assert_eq!(
             m.headers,
-            vec![("z".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())]
+            vec![
+                ("z".into(), Some(b"1".to_vec())),
+                ("b".into(), Some(b"2".to_vec()))
+            ]
         );
+        let m = parse_line(1, r#"{"key": "k", "payload": null, "headers": [["n", null]]}"#)
+            .expect("a tombstone with a null header")
+            .message;
+        assert_eq!(m.payload, None);
+        assert_eq!(m.headers, vec![("n".into(), None)]);
     }
 
     #[test]

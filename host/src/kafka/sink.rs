@@ -61,12 +61,12 @@ impl ProducerContext for AckContext {
                 output: self.output.to_string(),
                 reason: e.to_string(),
                 key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().unwrap_or_default().to_vec(),
+                payload: message.payload().map(<[u8]>::to_vec),
                 headers: message
                     .headers()
                     .map(|h| {
                         h.iter()
-                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -255,14 +255,15 @@ fn base_record<'a>(
     rec: &OutRecord<'a>,
     delivery: Delivery,
 ) -> BaseRecord<'a, [u8], [u8], Delivery> {
-    let mut record = BaseRecord::with_opaque_to(topic, delivery).payload(rec.payload);
+    let mut record = BaseRecord::with_opaque_to(topic, delivery);
+    // No payload at all is a record with a null value: a tombstone.
+    if let Some(payload) = rec.payload {
+        record = record.payload(payload);
+    }
     if !rec.headers.is_empty() {
         let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len());
-        for (key, value) in rec.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(*value),
-            });
+        for &(key, value) in rec.headers {
+            headers = headers.insert(Header { key, value });
         }
         record = record.headers(headers);
     }

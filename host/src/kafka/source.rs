@@ -539,18 +539,14 @@ impl Incoming for KafkaMessage<'_> {
         self.message.key()
     }
 
-    fn payload(&self) -> &[u8] {
-        self.message.payload().unwrap_or_default()
+    fn payload(&self) -> Option<&[u8]> {
+        self.message.payload()
     }
 
-    fn headers(&self) -> Vec<(&str, &[u8])> {
+    fn headers(&self) -> Vec<(&str, Option<&[u8]>)> {
         self.message
             .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key, h.value.unwrap_or_default()))
-                    .collect()
-            })
+            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
             .unwrap_or_default()
     }
 

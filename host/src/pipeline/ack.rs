@@ -172,10 +172,10 @@ pub struct Returned {
     pub reason: String,
     /// The record's key.
     pub key: Option<Vec<u8>>,
-    /// The record's payload.
-    pub payload: Vec<u8>,
-    /// The record's headers.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's payload; `None` for a tombstone.
+    pub payload: Option<Vec<u8>>,
+    /// The record's headers; a `None` value is a null one.
+    pub headers: Vec<switchyard_abi::Header>,
     /// The record's acknowledgement: its run completes once this is dropped.
     pub ack: Ack,
 }
@@ -403,7 +403,7 @@ mod tests {
             output: "out".into(),
             reason: "too large".into(),
             key: None,
-            payload: b"x".to_vec(),
+            payload: Some(b"x".to_vec()),
             headers: Vec::new(),
             ack,
         });

@@ -22,10 +22,10 @@ pub trait Incoming {
     fn origin(&self) -> Origin<'_>;
     /// Record key.
     fn key(&self) -> Option<&[u8]>;
-    /// Payload bytes.
-    fn payload(&self) -> &[u8];
-    /// Headers in order.
-    fn headers(&self) -> Vec<(&str, &[u8])>;
+    /// Payload bytes; `None` for a record with no value (a Kafka tombstone).
+    fn payload(&self) -> Option<&[u8]>;
+    /// Headers in order; a `None` value is a null one.
+    fn headers(&self) -> Vec<(&str, Option<&[u8]>)>;
     /// Timestamp in milliseconds since the Unix epoch.
     fn timestamp(&self) -> Option<i64>;
     /// Its acknowledgement, for inputs that commit (Kafka) or reply (a ZeroMQ ROUTER with
@@ -38,10 +38,10 @@ pub trait Incoming {
 pub struct OutRecord<'a> {
     /// Record key.
     pub key: Option<&'a [u8]>,
-    /// Payload bytes.
-    pub payload: &'a [u8],
-    /// Headers in order.
-    pub headers: &'a [(&'a str, &'a [u8])],
+    /// Payload bytes; `None` writes a record with no value (a Kafka tombstone).
+    pub payload: Option<&'a [u8]>,
+    /// Headers in order; a `None` value is a null one.
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
     /// Kafka partition to write to; `None` partitions by key.
     pub partition: Option<i32>,
     /// Timestamp in milliseconds.
@@ -88,10 +88,10 @@ impl<T: Incoming + ?Sized> Incoming for &T {
     fn key(&self) -> Option<&[u8]> {
         (**self).key()
     }
-    fn payload(&self) -> &[u8] {
+    fn payload(&self) -> Option<&[u8]> {
         (**self).payload()
     }
-    fn headers(&self) -> Vec<(&str, &[u8])> {
+    fn headers(&self) -> Vec<(&str, Option<&[u8]>)> {
         (**self).headers()
     }
     fn timestamp(&self) -> Option<i64> {

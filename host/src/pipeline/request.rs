@@ -44,8 +44,8 @@ pub struct Receipt {
     pub reply: Option<(Vec<u8>, Headers)>,
 }
 
-/// Headers, owned, in order.
-pub type Headers = Vec<(String, Vec<u8>)>;
+/// Headers, owned, in order; a `None` value is a null one.
+pub type Headers = Vec<switchyard_abi::Header>;
 
 /// A record an output has: the output, and where Kafka stored it.
 #[derive(Debug, Clone, PartialEq, Eq)]

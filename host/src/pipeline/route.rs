@@ -232,14 +232,10 @@ impl RouteRunner {
                     send(&self.spec.to, &original(m, &headers));
                 }
                 Item::Emitted(o) => {
-                    let headers: Vec<(&str, &[u8])> = o
-                        .headers
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), v.as_slice()))
-                        .collect();
+                    let headers = borrow_headers(&o.headers);
                     let rec = OutRecord {
                         key: o.key.as_deref(),
-                        payload: &o.payload,
+                        payload: o.payload.as_deref(),
                         headers: &headers,
                         partition: o.partition,
                         timestamp: o.timestamp,
@@ -303,15 +299,12 @@ impl RouteRunner {
             headers.extend(
                 self.context_headers(&why, ("", String::new(), String::new()))
                     .into_iter()
-                    .map(|(n, v)| (n.to_owned(), v)),
+                    .map(|(n, v)| (n.to_owned(), Some(v))),
             );
-            let headers: Vec<(&str, &[u8])> = headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_slice()))
-                .collect();
+            let headers = borrow_headers(&headers);
             let rec = OutRecord {
                 key: key.as_deref(),
-                payload: &payload,
+                payload: payload.as_deref(),
                 headers: &headers,
                 partition: None,
                 timestamp: None,
@@ -373,7 +366,7 @@ impl RouteRunner {
         };
         let context = self.context_headers(why, origin);
         let mut headers = m.headers();
-        headers.extend(context.iter().map(|(n, v)| (*n, v.as_slice())));
+        headers.extend(context.iter().map(|(n, v)| (*n, Some(v.as_slice()))));
         match sink.send(&original(m, &headers), m.ack().map(Ack::for_dead_letter)) {
             Ok(()) => RouteStats::add(&stats.dead_lettered, 1),
             Err(e) => {
@@ -387,8 +380,19 @@ impl RouteRunner {
     }
 }
 
+/// Owned headers, borrowed as a record holds them.
+fn borrow_headers(headers: &[switchyard_abi::Header]) -> Vec<(&str, Option<&[u8]>)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_deref()))
+        .collect()
+}
+
 /// The input message itself as a record, with `headers` (its own, possibly extended).
-fn original<'a, M: Incoming>(m: &'a M, headers: &'a [(&'a str, &'a [u8])]) -> OutRecord<'a> {
+fn original<'a, M: Incoming>(
+    m: &'a M,
+    headers: &'a [(&'a str, Option<&'a [u8]>)],
+) -> OutRecord<'a> {
     OutRecord {
         key: m.key(),
         payload: m.payload(),
@@ -425,6 +429,7 @@ fn call<M: Incoming>(
     items: &[(usize, Item)],
 ) -> Result<Option<Vec<Outcome>>, PluginError> {
     let started = Instant::now();
+    writer.set_version(plugin.batch_version());
     writer.start(input);
     for (i, item) in items {
         let m = &batch[*i];
@@ -442,8 +447,8 @@ fn call<M: Incoming>(
                 &m.origin(),
                 o.key.as_deref(),
                 o.timestamp,
-                o.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-                &o.payload,
+                o.headers.iter().map(|(n, v)| (n.as_str(), v.as_deref())),
+                o.payload.as_deref(),
             ),
         }
     }
@@ -541,7 +546,7 @@ fn matches<M: Incoming>(when: &When, m: &M) -> bool {
         for (name, value) in &when.header {
             if !headers
                 .iter()
-                .any(|(n, v)| n == name && *v == value.as_bytes())
+                .any(|(n, v)| n == name && *v == Some(value.as_bytes()))
             {
                 return false;
             }

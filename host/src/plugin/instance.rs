@@ -97,6 +97,11 @@ impl PluginInstance {
             .unwrap_or_else(|| vec![Outcome::Pass; batch.len()]))
     }
 
+    /// The batch version the plugin reads (see [`CompiledPlugin::batch_version`]).
+    pub fn batch_version(&self) -> u32 {
+        self.plugin.batch_version()
+    }
+
     /// Like [`PluginInstance::process`], but answers `None` when every message passed, the
     /// common case, without building a list of outcomes.
     pub fn process_unless_all_pass(

@@ -35,6 +35,8 @@ impl Default for RuntimeOptions {
 /// The import namespaces a plugin may use. WASI is linked with nothing granted.
 const HOST_INTERFACE: &str = "switchyard:plugin/host@";
 const WASI_PREFIX: &str = "wasi:";
+/// The interface every plugin exports, up to its version.
+const HANDLER_INTERFACE: &str = "switchyard:plugin/handler@";
 
 /// How many distinct components the runtime keeps compiled for the next load.
 const CACHED_COMPONENTS: usize = 64;
@@ -186,6 +188,7 @@ impl PluginRuntime {
             ),
         })?;
 
+        let batch_version = batch_version(&component_type, &self.engine);
         let hash = digest.iter().map(|b| format!("{b:02x}")).collect();
         Ok(CompiledPlugin(Arc::new(Compiled {
             engine: self.engine.clone(),
@@ -196,7 +199,24 @@ impl PluginRuntime {
             limits,
             epoch_tick: self.options.epoch_tick,
             compile_time,
+            batch_version,
         })))
+    }
+}
+
+/// The batch version a component reads, by the contract version in the name of the
+/// handler it exports: version 1 up to contract 0.1.1, which knows no null values.
+fn batch_version(component: &wasmtime::component::types::Component, engine: &Engine) -> u32 {
+    let reads_nulls = component.exports(engine).any(|(name, _)| {
+        name.strip_prefix(HANDLER_INTERFACE)
+            .and_then(|version| version.strip_prefix("0.1."))
+            .and_then(|patch| patch.parse::<u32>().ok())
+            .is_some_and(|patch| patch >= 2)
+    });
+    if reads_nulls {
+        switchyard_abi::BATCH_VERSION_NULLS
+    } else {
+        switchyard_abi::VERSION
     }
 }
 
@@ -216,6 +236,8 @@ pub(super) struct Compiled {
     pub(super) limits: PluginLimits,
     pub(super) epoch_tick: Duration,
     pub(super) compile_time: Duration,
+    /// The batch version it reads (see [`switchyard_abi::BatchWriter::of_version`]).
+    pub(super) batch_version: u32,
 }
 
 /// A compiled, pre-instantiated plugin. Cloning shares the compiled code.
@@ -246,6 +268,12 @@ impl CompiledPlugin {
     /// How long compiling the component took.
     pub fn compile_time(&self) -> Duration {
         self.0.compile_time
+    }
+
+    /// The batch version it reads: a plugin built for contract 0.1.1 or earlier is given
+    /// null payloads and header values as empty ones.
+    pub fn batch_version(&self) -> u32 {
+        self.0.batch_version
     }
 
     /// The epoch deadline, in ticks, that enforces `timeout`: one tick more than the

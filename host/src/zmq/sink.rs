@@ -105,9 +105,10 @@ impl Sink for ZmqSink {
             all.extend(frames.iter().map(Vec::as_slice));
             self.send_frames(&all)
         } else if self.kind == ZmqSocketType::Pub {
-            self.send_frames(&[topic, rec.payload])
+            // Without an envelope, a tombstone is an empty payload frame.
+            self.send_frames(&[topic, rec.payload.unwrap_or_default()])
         } else {
-            self.send_frames(&[rec.payload])
+            self.send_frames(&[rec.payload.unwrap_or_default()])
         };
         if let Some(ack) = &ack {
             match &result {

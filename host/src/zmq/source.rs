@@ -25,7 +25,9 @@ pub struct ZmqRecord {
     peer: Option<Vec<u8>>,
     key: Option<Vec<u8>>,
     payload: zmq::Message,
-    headers: Vec<(String, Vec<u8>)>,
+    /// The payload frame stands for no payload at all (an envelope's tombstone).
+    null_payload: bool,
+    headers: Vec<switchyard_abi::Header>,
     timestamp: Option<i64>,
     /// A replying input's acknowledgement.
     ack: Option<Ack>,
@@ -45,14 +47,14 @@ impl Incoming for ZmqRecord {
         self.key.as_deref()
     }
 
-    fn payload(&self) -> &[u8] {
-        &self.payload
+    fn payload(&self) -> Option<&[u8]> {
+        (!self.null_payload).then_some(&*self.payload)
     }
 
-    fn headers(&self) -> Vec<(&str, &[u8])> {
+    fn headers(&self) -> Vec<(&str, Option<&[u8]>)> {
         self.headers
             .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .map(|(n, v)| (n.as_str(), v.as_deref()))
             .collect()
     }
 
@@ -319,7 +321,7 @@ fn routing_envelope(frames: &mut Vec<zmq::Message>, kind: ZmqSocketType) -> Opti
     let last = frames.len().checked_sub(1)?;
     let delimiter = frames[..last]
         .iter()
-        .take_while(|f| ***f != *envelope::MARKER)
+        .take_while(|f| !envelope::is_marker(f))
         .position(|f| f.is_empty())?;
     let routing = frames
         .drain(..=delimiter)
@@ -344,7 +346,7 @@ fn request_id(routing: Option<&[Vec<u8>]>, record: &ZmqRecord) -> Option<Vec<u8>
             .headers
             .iter()
             .find(|(name, _)| name == MESSAGE_ID_HEADER)
-            .map(|(_, value)| value.clone()),
+            .and_then(|(_, value)| value.clone()),
     }
 }
 
@@ -370,17 +372,19 @@ fn decode(
         topic,
         peer: None,
         payload: zmq::Message::new(),
+        null_payload: false,
         headers: Vec::new(),
         timestamp: None,
         ack: None,
     };
-    let enveloped = frames.first().is_some_and(|f| **f == *envelope::MARKER);
+    let enveloped = frames.first().is_some_and(|f| envelope::is_marker(f));
     if envelope && enveloped {
-        frames.remove(0);
-        let (meta, payload) = envelope::decode(std::mem::take(frames))?;
+        let marker = frames.remove(0);
+        let (meta, payload) = envelope::decode(&marker, std::mem::take(frames))?;
         record.key = meta.key;
         record.timestamp = meta.timestamp;
         record.headers = meta.headers;
+        record.null_payload = meta.null_payload;
         record.payload = payload;
     } else {
         if frames.len() != 1 {
@@ -432,7 +436,7 @@ mod tests {
         assert_eq!(routing(&[b"req"]), (None, v(&[b"req"])), "plain DEALER");
         assert_eq!(routing(&[b""]), (None, v(&[b""])), "an empty payload");
         assert_eq!(routing(&[b"", b""]), (Some(vec![]), v(&[b""])));
-        let [marker, key, meta, headers, payload] = envelope::encode(None, None, &[], b"body");
+        let [marker, key, meta, headers, payload] = envelope::encode(None, None, &[], Some(b"body"));
         let enveloped = [&marker[..], &key, &meta, &headers, &payload];
         assert_eq!(
             routing(&enveloped).0,
@@ -449,19 +453,23 @@ mod tests {
         let sub = decode_parts(&[b"EURUSD", b"1.1"], ZmqSocketType::Sub, false)
             .expect("a topic and a payload");
         assert_eq!(sub.key(), Some(&b"EURUSD"[..]));
-        assert_eq!(sub.payload(), b"1.1");
+        assert_eq!(sub.payload(), Some(&b"1.1"[..]));
 
         let router = decode_parts(&[b"request"], ZmqSocketType::Router, false)
             .expect("a payload after the identity and routing envelope");
-        assert_eq!(router.payload(), b"request");
+        assert_eq!(router.payload(), Some(&b"request"[..]));
 
-        let [marker, rest @ ..] = envelope::encode(Some(b"k"), None, &[("h", b"v")], b"body");
+        let [marker, rest @ ..] =
+            envelope::encode(Some(b"k"), None, &[("h", Some(b"v")), ("n", None)], Some(b"body"));
         let mut parts = vec![marker.as_slice()];
         parts.extend(rest.iter().map(Vec::as_slice));
         let enveloped = decode_parts(&parts, ZmqSocketType::Pull, true).expect("an envelope");
         assert_eq!(enveloped.key(), Some(&b"k"[..]));
-        assert_eq!(enveloped.headers(), vec![("h", &b"v"[..])]);
-        assert_eq!(enveloped.payload(), b"body");
+        assert_eq!(
+            enveloped.headers(),
+            vec![("h", Some(&b"v"[..])), ("n", None)]
+        );
+        assert_eq!(enveloped.payload(), Some(&b"body"[..]));
 
         let refused = decode_parts(&parts, ZmqSocketType::Pull, false)
             .expect_err("an envelope on a plain input");

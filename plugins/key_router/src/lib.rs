@@ -158,7 +158,7 @@ mod tests {
         };
         assert!(
             outs.iter()
-                .all(|o| o.payload == b"2" && o.key.as_deref() == Some(&b"eu-de-9"[..]))
+                .all(|o| o.payload_bytes() == b"2" && o.key.as_deref() == Some(&b"eu-de-9"[..]))
         );
         assert_eq!(out[2], Outcome::Pass);
     }

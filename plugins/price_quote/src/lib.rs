@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(reply.emit.len(), 1);
         assert_eq!(
             reply.emit[0].headers,
-            vec![("quote-total".to_owned(), b"1.5".to_vec())]
+            vec![("quote-total".to_owned(), Some(b"1.5".to_vec()))]
         );
         assert_eq!(out[1], Outcome::Reject("no price for `plum`".into()));
         assert!(matches!(&out[2], Outcome::Reject(r) if r.starts_with("payload is not JSON")));

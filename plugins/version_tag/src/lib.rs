@@ -50,10 +50,10 @@ mod tests {
         let [Outcome::Emit(outputs)] = out.as_slice() else {
             panic!("expected one emit, got {out:?}");
         };
-        assert_eq!(outputs[0].payload, b"p");
+        assert_eq!(outputs[0].payload_bytes(), b"p");
         assert_eq!(
             outputs[0].headers,
-            vec![("switchyard-version".to_owned(), b"v00000001".to_vec())]
+            vec![("switchyard-version".to_owned(), Some(b"v00000001".to_vec()))]
         );
     }
 }

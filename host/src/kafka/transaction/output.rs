@@ -103,7 +103,7 @@ impl TxState {
 }
 
 /// Identifies a record by topic, key and payload: what a broker refusal depends on.
-fn fingerprint(topic: &str, key: Option<&[u8]>, payload: &[u8]) -> u64 {
+fn fingerprint(topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>) -> u64 {
     let mut h = DefaultHasher::new();
     (topic, key, payload).hash(&mut h);
     h.finish().max(1)
@@ -111,11 +111,7 @@ fn fingerprint(topic: &str, key: Option<&[u8]>, payload: &[u8]) -> u64 {
 
 /// [`fingerprint`] of a record the producer reports on.
 fn fingerprint_of(message: &rdkafka::message::BorrowedMessage<'_>) -> u64 {
-    fingerprint(
-        message.topic(),
-        message.key(),
-        message.payload().unwrap_or_default(),
-    )
+    fingerprint(message.topic(), message.key(), message.payload())
 }
 
 /// Hears the transactional producer's delivery reports.

@@ -341,11 +341,12 @@ impl Gateway {
                     // A plugin's answer, unless a record failed since it was given.
                     Some((payload, headers)) if early || receipt.failed.is_none() => {
                         let sent = if limits.envelope {
-                            let headers: Vec<(&str, &[u8])> = headers
+                            let headers: Vec<(&str, Option<&[u8]>)> = headers
                                 .iter()
-                                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                                .map(|(n, v)| (n.as_str(), v.as_deref()))
                                 .collect();
-                            let frames = super::envelope::encode(None, None, &headers, payload);
+                            let frames =
+                                super::envelope::encode(None, None, &headers, Some(payload));
                             let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
                             out.reply(client, envelope, &frames)
                         } else {
