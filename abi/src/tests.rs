@@ -238,7 +238,11 @@ fn null_payloads_and_header_values_are_kept_in_a_version_2_batch() {
     assert_eq!(m.key, Some(&b"user-7"[..]));
     let headers: Vec<_> = m.headers.iter().collect();
     assert_eq!(headers, vec![("trace", None), ("empty", Some(&b""[..]))]);
-    assert_eq!(m.headers.get("trace"), Some(&b""[..]), "null reads as empty");
+    assert_eq!(
+        m.headers.get("trace"),
+        Some(&b""[..]),
+        "null reads as empty"
+    );
 }
 
 #[test]

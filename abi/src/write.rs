@@ -37,10 +37,7 @@ fn put_opt_i32(buf: &mut Vec<u8>, v: Option<i32>) {
 }
 
 fn put_headers(buf: &mut Vec<u8>, headers: &[Header]) {
-    encode_headers(
-        buf,
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_deref())),
-    );
+    encode_headers(buf, headers.iter().map(|(n, v)| (n.as_str(), v.as_deref())));
 }
 
 /// Appends a header block, `u32 header-count | u32 header-size | header{header-count}`,

@@ -20,10 +20,14 @@ pub struct Record {
     pub offset: i64,
     /// Key as text.
     pub key: Option<String>,
-    /// Payload as text.
+    /// Payload as text (empty for a tombstone).
     pub payload: String,
-    /// Headers as text.
+    /// Whether it has no payload at all: a tombstone.
+    pub tombstone: bool,
+    /// Headers as text (a null value as empty).
     pub headers: Vec<(String, String)>,
+    /// The names of its headers whose value is null, in order.
+    pub null_headers: Vec<String>,
 }
 
 impl Record {
@@ -158,12 +162,23 @@ fn read_topic_until(
                         .collect()
                 })
                 .unwrap_or_default();
+            let null_headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .filter(|h| h.value.is_none())
+                        .map(|h| h.key.to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
             by_partition.entry(m.partition()).or_default().push(Record {
                 partition: m.partition(),
                 offset: m.offset(),
                 key: m.key().map(text),
                 payload: text(m.payload().unwrap_or_default()),
+                tombstone: m.payload().is_none(),
                 headers,
+                null_headers,
             });
             count += 1;
         }

@@ -32,14 +32,15 @@ fn passthrough() {
 }
 
 /// A component built for contract 0.1.0 (the passthrough with its interface names set back
-/// to 0.1.0, bytes of equal length) loads and runs on this host of 0.1.1.
+/// to 0.1.0, bytes of equal length) loads and runs on this host of 0.1.2, which gives it
+/// batches of version 1 (null values as empty ones), the only version it reads.
 #[test]
 fn a_plugin_built_for_contract_0_1_0_still_loads() {
     let mut wasm = std::fs::read(plugins::PASSTHROUGH).expect("read the passthrough");
     let mut replaced = 0;
     for name in [
-        &b"switchyard:plugin/host@0.1.1"[..],
-        b"switchyard:plugin/handler@0.1.1",
+        &b"switchyard:plugin/host@0.1.2"[..],
+        b"switchyard:plugin/handler@0.1.2",
     ] {
         let mut at = 0;
         while let Some(i) = wasm[at..].windows(name.len()).position(|w| w == name) {
@@ -58,6 +59,9 @@ fn a_plugin_built_for_contract_0_1_0_still_loads() {
         &old.display().to_string(),
         PluginLimits::default(),
     );
+    assert_eq!(loaded.batch_version(), switchyard_abi::VERSION);
+    let current = load(&runtime(), plugins::PASSTHROUGH, PluginLimits::default());
+    assert_eq!(current.batch_version(), switchyard_abi::BATCH_VERSION_NULLS);
     let mut p = PluginInstance::new(loaded, Vec::new()).expect("init");
     assert_eq!(process(&mut p, &[(None, "a", &[])]), vec![Outcome::Pass]);
 }

@@ -396,7 +396,10 @@ mod tests {
         assert_eq!(m.payload.as_deref(), Some(&b"p"[..]));
         assert_eq!(
             m.headers,
-            vec![("a".into(), Some(b"1".to_vec())), ("a".into(), Some(vec![2]))]
+            vec![
+                ("a".into(), Some(b"1".to_vec())),
+                ("a".into(), Some(vec![2]))
+            ]
         );
         assert_eq!(m.kafka, Some(("t".into(), 2, 2)));
         assert_eq!(m.timestamp, Some(5));
@@ -410,9 +413,12 @@ mod tests {
                 ("b".into(), Some(b"2".to_vec()))
             ]
         );
-        let m = parse_line(1, r#"{"key": "k", "payload": null, "headers": [["n", null]]}"#)
-            .expect("a tombstone with a null header")
-            .message;
+        let m = parse_line(
+            1,
+            r#"{"key": "k", "payload": null, "headers": [["n", null]]}"#,
+        )
+        .expect("a tombstone with a null header")
+        .message;
         assert_eq!(m.payload, None);
         assert_eq!(m.headers, vec![("n".into(), None)]);
     }

@@ -118,7 +118,11 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_junk() {
-        let headers = [("a", Some(&b"1"[..])), ("a", Some(&b"\xff"[..])), ("n", None)];
+        let headers = [
+            ("a", Some(&b"1"[..])),
+            ("a", Some(&b"\xff"[..])),
+            ("n", None),
+        ];
         let [marker, rest @ ..] = encode(Some(b"k"), Some(7), &headers, Some(b"p"));
         assert_eq!(marker, MARKER);
         let (meta, payload) = decode(&marker, rest.to_vec()).expect("valid");

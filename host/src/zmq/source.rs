@@ -436,7 +436,8 @@ mod tests {
         assert_eq!(routing(&[b"req"]), (None, v(&[b"req"])), "plain DEALER");
         assert_eq!(routing(&[b""]), (None, v(&[b""])), "an empty payload");
         assert_eq!(routing(&[b"", b""]), (Some(vec![]), v(&[b""])));
-        let [marker, key, meta, headers, payload] = envelope::encode(None, None, &[], Some(b"body"));
+        let [marker, key, meta, headers, payload] =
+            envelope::encode(None, None, &[], Some(b"body"));
         let enveloped = [&marker[..], &key, &meta, &headers, &payload];
         assert_eq!(
             routing(&enveloped).0,
@@ -459,8 +460,12 @@ mod tests {
             .expect("a payload after the identity and routing envelope");
         assert_eq!(router.payload(), Some(&b"request"[..]));
 
-        let [marker, rest @ ..] =
-            envelope::encode(Some(b"k"), None, &[("h", Some(b"v")), ("n", None)], Some(b"body"));
+        let [marker, rest @ ..] = envelope::encode(
+            Some(b"k"),
+            None,
+            &[("h", Some(b"v")), ("n", None)],
+            Some(b"body"),
+        );
         let mut parts = vec![marker.as_slice()];
         parts.extend(rest.iter().map(Vec::as_slice));
         let enveloped = decode_parts(&parts, ZmqSocketType::Pull, true).expect("an envelope");

@@ -183,13 +183,13 @@ impl Transactions {
     /// what the batch reads.
     pub fn begin<M: Incoming>(&mut self, batch: &[M]) -> anyhow::Result<()> {
         if self.open.is_none() {
-            self.producer
-                .begin_transaction()
-                .map_err(|e| match self.failure(e, "begin a transaction") {
+            self.producer.begin_transaction().map_err(|e| {
+                match self.failure(e, "begin a transaction") {
                     Failed::Fatal(e) => e,
                     // A producer that cannot begin a transaction is replaced.
                     Failed::Abort(why) | Failed::Stuck(why) => anyhow::Error::new(Stuck(why)),
-                })?;
+                }
+            })?;
             self.open = Some(Instant::now());
         }
         // A batch holds runs of one partition's messages, in offset order: one look-up
