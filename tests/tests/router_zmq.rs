@@ -126,19 +126,23 @@ to = ["workers", "ticker"]
     assert_eq!(pushed.len(), 50);
     for (i, frames) in pushed.iter().enumerate() {
         assert_eq!(frames.len(), 5, "envelope frames");
-        assert_eq!(frames[0], b"switchyard-envelope-1");
+        assert_eq!(frames[0], b"switchyard-envelope-2");
         assert_eq!(
             frames[1],
             format!("k{i}").as_bytes(),
             "key survives the hop"
         );
         assert_eq!(frames[2][0] & 1, 1, "key flag");
+        assert_eq!(frames[2][0] & 4, 0, "not a tombstone");
+        // The batch format's header block: count, size, then (name, value) entries.
+        let value = format!("v{i}");
         let mut h = Vec::new();
         h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&((4 + 1 + 4 + value.len()) as u32).to_le_bytes());
         h.extend_from_slice(&1u32.to_le_bytes());
         h.extend_from_slice(b"h");
-        h.extend_from_slice(&(format!("v{i}").len() as u32).to_le_bytes());
-        h.extend_from_slice(format!("v{i}").as_bytes());
+        h.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        h.extend_from_slice(value.as_bytes());
         assert_eq!(frames[3], h, "headers survive the hop");
         assert_eq!(frames[4], format!("order {i}").as_bytes());
     }
@@ -278,7 +282,8 @@ to = ["orders"]
     let publisher = zmq_connect(&ctx, zmq::PUB, sub_port);
     let push = zmq_connect(&ctx, zmq::PUSH, env_port);
 
-    // Envelopes: key, timestamp and headers travel in frames of their own.
+    // Envelopes: key, timestamp and headers travel in frames of their own. Version 1, which
+    // earlier routers wrote, is read still.
     for i in 0..30 {
         let mut meta = vec![0b11];
         meta.extend_from_slice(&(1_700_000_000_000i64 + i).to_le_bytes());
@@ -304,7 +309,32 @@ to = ["orders"]
         assert_eq!(r.payload, format!("order {i}"));
         assert_eq!(r.key.as_deref(), Some(format!("customer-{i}").as_str()));
         assert_eq!(r.headers, vec![("trace".to_owned(), format!("t{i}"))]);
+        assert!(!r.tombstone && r.null_headers.is_empty());
     }
+
+    // Version 2 carries a tombstone (meta flag 4, an empty payload frame) and null header
+    // values (length 0xFFFFFFFF) into Kafka as such.
+    let mut meta = vec![0b101];
+    meta.extend_from_slice(&0i64.to_le_bytes());
+    let mut block = Vec::new();
+    block.extend_from_slice(&1u32.to_le_bytes());
+    block.extend_from_slice(&(4 + 5 + 4u32).to_le_bytes());
+    block.extend_from_slice(&5u32.to_le_bytes());
+    block.extend_from_slice(b"trace");
+    block.extend_from_slice(&u32::MAX.to_le_bytes());
+    let frames = [
+        b"switchyard-envelope-2".to_vec(),
+        b"customer-gone".to_vec(),
+        meta,
+        block,
+        Vec::new(),
+    ];
+    push.send_multipart(frames, 0).expect("send a tombstone");
+    let orders = read_topic(&bootstrap, "orders", 31, DEADLINE);
+    let gone = orders.get(30).expect("the tombstone reached Kafka");
+    assert_eq!(gone.key.as_deref(), Some("customer-gone"));
+    assert!(gone.tombstone, "a null payload, not an empty one");
+    assert_eq!(gone.null_headers, vec!["trace".to_owned()]);
 
     // A subscriber only sees what it subscribed to; the topic frame becomes the key. The
     // subscription reaches the publisher some time after the connection: publish until the
