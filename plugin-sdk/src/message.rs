@@ -77,3 +77,49 @@ impl<'a> Message<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{TestMessage, run};
+    use crate::{Config, Message, Outcome, Output, Plugin};
+
+    /// Emits a copy of each message, and says whether it was a tombstone.
+    struct Copy;
+
+    impl Plugin for Copy {
+        fn init(_: &Config) -> Result<Self, String> {
+            Ok(Copy)
+        }
+
+        fn process(&mut self, m: &Message<'_>) -> Outcome {
+            let seen = if m.is_tombstone() { "tombstone" } else { "value" };
+            Outcome::Emit(vec![m.to_output().with_header("seen", seen)])
+        }
+    }
+
+    #[test]
+    fn a_copy_keeps_tombstones_and_null_header_values() {
+        let out = run::<Copy>(
+            &[],
+            &[
+                TestMessage::tombstone("k").null_header("trace"),
+                TestMessage::new("").header("trace", ""),
+            ],
+        )
+        .expect("init");
+        let copies: Vec<&Output> = out
+            .iter()
+            .map(|o| match o {
+                Outcome::Emit(copies) => &copies[0],
+                other => panic!("expected an emit, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(copies[0].payload, None);
+        assert_eq!(copies[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(copies[0].header("trace"), Some(None));
+        assert_eq!(copies[0].header("seen"), Some(Some(&b"tombstone"[..])));
+        assert_eq!(copies[1].payload.as_deref(), Some(&b""[..]));
+        assert_eq!(copies[1].header("trace"), Some(Some(&b""[..])));
+        assert_eq!(copies[1].header("seen"), Some(Some(&b"value"[..])));
+    }
+}
