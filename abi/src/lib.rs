@@ -316,3 +316,6 @@ impl std::error::Error for DecodeError {}
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod conformance;
