@@ -19,10 +19,10 @@
 //! | → ROUTER | `[peer-identity, payload]`; frames up to an empty delimiter after the identity are the routing envelope, echoed before a replying input's answer |
 //!
 //! With `envelope = true` the payload frame is replaced by five frames that carry what a
-//! Kafka record has: `["switchyard-envelope-1", key, meta, headers, payload]`, where
-//! `meta` is one flags byte (bit 0: key present, bit 1: timestamp present) and an i64
-//! little-endian timestamp in ms, and `headers` is a u32 count followed by, per header, a
-//! u32 name length, the name, a u32 value length and the value (little-endian).
+//! Kafka record has, tombstones and null header values included:
+//! `["switchyard-envelope-2", key, meta, headers, payload]`, laid out in `envelope.rs` and
+//! documented for peers in `docs/configuration.md` ("ZeroMQ envelopes"); the headers frame
+//! is the plugin wire format's header block. Version 1 is still read.
 
 mod envelope;
 mod gateway;
