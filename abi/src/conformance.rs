@@ -372,9 +372,8 @@ fn cases() -> Value {
     let mut reply_in_1 = result_bytes(&[Outcome::reply("x")]);
     reply_in_1[0] = 1;
     bad_result("reply-in-version-1", reply_in_1, 1);
-    let mut null_header_in_2 = result_bytes(&[Outcome::Emit(vec![
-        Output::new("p").with_null_header("h"),
-    ])]);
+    let mut null_header_in_2 =
+        result_bytes(&[Outcome::Emit(vec![Output::new("p").with_null_header("h")])]);
     null_header_in_2[0] = 2;
     bad_result("null-header-before-version-3", null_header_in_2, 1);
 
@@ -415,7 +414,12 @@ fn the_conformance_file_agrees_with_this_implementation() {
         assert_eq!(input, case["input"].as_str().expect("input"));
         assert_eq!(&decoded, messages, "{}", case["name"]);
         let version = u32::from_le_bytes(bytes[0..4].try_into().expect("version"));
-        assert_eq!(batch_bytes(version, &input, messages), bytes, "{}", case["name"]);
+        assert_eq!(
+            batch_bytes(version, &input, messages),
+            bytes,
+            "{}",
+            case["name"]
+        );
     }
     for case in file["decoded_only"].as_array().expect("decoded_only") {
         let bytes = unhex(case["bytes"].as_str().expect("bytes"));

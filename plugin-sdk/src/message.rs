@@ -92,7 +92,11 @@ mod tests {
         }
 
         fn process(&mut self, m: &Message<'_>) -> Outcome {
-            let seen = if m.is_tombstone() { "tombstone" } else { "value" };
+            let seen = if m.is_tombstone() {
+                "tombstone"
+            } else {
+                "value"
+            };
             Outcome::Emit(vec![m.to_output().with_header("seen", seen)])
         }
     }

@@ -267,8 +267,18 @@ pub fn consumer_config(
         .set("auto.offset.reset", "earliest")
         // Consumer lag for `/metrics` comes from librdkafka's statistics.
         .set("statistics.interval.ms", "1000");
+    if options.get("group.protocol").map(String::as_str) != Some("consumer") {
+        // Kafka's 45 s default keeps a killed router's partitions unread for 45 s before
+        // its successor gets them; a router has no garbage-collection pauses to ride out.
+        // (With `group.protocol = "consumer"` the broker sets the session.)
+        config.set("session.timeout.ms", SESSION_TIMEOUT_MS);
+    }
     with_options(config, options)
 }
+
+/// The consumer's default `session.timeout.ms` (classic protocol): how long a group waits
+/// for a member that stopped answering before its partitions go to the others.
+const SESSION_TIMEOUT_MS: &str = "10000";
 
 /// The settings of a Kafka output's producer; the cluster's pass-through `options` come
 /// last and win.
