@@ -2,8 +2,7 @@
 //! directory (`plugins/target`, apart from the host's), and writes `plugins.rs`: a path constant per plugin and `foreach_plugin!`, which
 //! the tests use to fail the build when a plugin has no test.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
@@ -24,7 +23,13 @@ fn main() {
         .collect();
     names.sort();
 
-    for watched in ["wit", "abi/src", "plugin-sdk/src", "plugin-sdk/Cargo.toml"] {
+    for watched in [
+        "wit",
+        "abi/src",
+        "plugin-sdk/src",
+        "plugin-sdk/Cargo.toml",
+        "tools/build_plugins.rs",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     for file in ["Cargo.toml", "Cargo.lock"] {
@@ -42,7 +47,9 @@ fn main() {
         }
     }
 
-    build_plugins(&plugins_dir, &target_dir);
+    if let Err(e) = build_plugins(&plugins_dir, &target_dir, &[]) {
+        panic!("{e}");
+    }
 
     let release = target_dir.join("wasm32-wasip2").join("release");
     let mut generated = String::new();
@@ -65,37 +72,4 @@ fn main() {
     std::fs::write(out.join("plugins.rs"), generated).expect("write plugins.rs");
 }
 
-fn build_plugins(plugins_dir: &Path, target_dir: &Path) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(plugins_dir)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(target_dir);
-    // Settings meant for the outer build (flags, wrappers such as clippy-driver) must not
-    // leak into the plugins' build.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(var);
-    }
-    let output = cmd.output().expect("run cargo to build plugins/");
-    if !output.status.success() {
-        panic!(
-            "building plugins/ for wasm32-wasip2 failed (is the target installed? \
-             `rustup target add wasm32-wasip2`):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
+include!("../tools/build_plugins.rs");

@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
         Some(path) => path,
         None => build_switchyard(&root)?,
     };
-    switchyard::cli::build_plugins(&root)?;
+    build_plugins(&root)?;
     let scratch = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let quick_scale = if args.quick { 0.25 } else { 1.0 };
@@ -225,6 +225,24 @@ fn cargo() -> Command {
 }
 
 /// `cargo build --release -p switchyard`; returns the binary.
+/// Builds the plugins in `ROOT/plugins` for wasm32-wasip2.
+fn build_plugins(root: &Path) -> anyhow::Result<()> {
+    eprintln!(
+        "switchyard-bench: building the plugins (cargo build --release --target wasm32-wasip2)"
+    );
+    let status = cargo()
+        .current_dir(root.join("plugins"))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
+        .status()
+        .context("cannot run cargo to build the plugins")?;
+    if !status.success() {
+        bail!(
+            "building the plugins failed (is the target installed? `rustup target add wasm32-wasip2`)"
+        );
+    }
+    Ok(())
+}
+
 fn build_switchyard(root: &Path) -> anyhow::Result<PathBuf> {
     eprintln!(
         "switchyard-bench: building the release binary (cargo build --release -p switchyard)"

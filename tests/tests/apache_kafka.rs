@@ -287,7 +287,7 @@ fn a_broker_restart_under_load_loses_nothing() {
 /// dropped just after the thaw is the same outage), and loses nothing.
 #[test]
 fn a_frozen_broker_is_reported_and_the_flow_resumes() {
-    frozen_broker("");
+    frozen_broker("", CLASSIC, Duration::from_secs(20));
 }
 
 /// The same with a static member (`instance_id`) whose 6 s session expires in the freeze:
@@ -295,17 +295,38 @@ fn a_frozen_broker_is_reported_and_the_flow_resumes() {
 /// on with a new consumer instead of stalling.
 #[test]
 fn a_static_member_frozen_out_of_its_session_rejoins() {
-    frozen_broker("instance_id = \"router-0\"\n");
+    frozen_broker(
+        "instance_id = \"router-0\"\n",
+        CLASSIC,
+        Duration::from_secs(20),
+    );
 }
 
-fn frozen_broker(top: &str) {
+/// A broker paused for 70 s, longer than any session, with the router's defaults: how soon
+/// after the thaw records flow again, and how many are written twice (at-least-once). A
+/// measurement for the documentation, run by hand:
+/// `cargo test -p switchyard-tests --test apache_kafka -- --ignored --nocapture`.
+#[test]
+#[ignore = "a 70 s measurement, run by hand"]
+fn a_broker_paused_for_70_s_with_the_defaults() {
+    frozen_broker(
+        "",
+        r#""auto.commit.interval.ms" = "1000""#,
+        Duration::from_secs(70),
+    );
+}
+
+/// Freezes the broker (SIGSTOP) for `freeze` under load through a router of configuration
+/// `top` + a Kafka → Kafka route with cluster `options`, and checks what the router says
+/// and that nothing is lost.
+fn frozen_broker(top: &str, options: &str, freeze: Duration) {
     const N: u64 = 40_000;
     let mut broker = Broker::start(BrokerKind::Apache, &["in:4", "out:4"]);
     let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("frozen");
     let cfg = scratch.write(
         "router.toml",
-        &format!("{top}{}", config(&bootstrap, "frozen", CLASSIC)),
+        &format!("{top}{}", config(&bootstrap, "frozen", options)),
     );
     let admin = format!("127.0.0.1:{}", free_port());
     let log = scratch.path("router.log");
@@ -335,11 +356,14 @@ fn frozen_broker(top: &str) {
                 || last.1.contains("no broker of the cluster answers"))
     });
     let noticed = frozen.elapsed();
-    if let Some(left) = Duration::from_secs(20).checked_sub(frozen.elapsed()) {
+    if let Some(left) = freeze.checked_sub(frozen.elapsed()) {
         std::thread::sleep(left);
     }
     broker.apache().resume().expect("thaw the broker");
     let thawed = Instant::now();
+    let at_thaw = topic_size(&bootstrap, "out");
+    let flowing = wait_until(DEADLINE, || topic_size(&bootstrap, "out") > at_thaw);
+    let flowing_again = thawed.elapsed();
     assert!(
         reported,
         "the frozen broker was not reported within 15 s; /health/ready said {last:?}:\n{}",
@@ -377,15 +401,19 @@ fn frozen_broker(top: &str) {
         })
         .count();
     eprintln!(
-        "frozen broker{}: reported after {:.1} s, ready {:.1} s after the thaw; {warnings} \
-         warning and {recoveries} recovery lines; {new_consumers} new consumers; {noise} \
-         warnings and errors of librdkafka; lost={} duplicates={}",
+        "broker frozen for {} s{}: reported after {:.1} s; after the thaw, writing again \
+         after {:.1} s{}, ready after {:.1} s; {warnings} warning and {recoveries} recovery \
+         lines; {new_consumers} new consumers; {noise} warnings and errors of librdkafka; \
+         lost={} duplicates={}",
+        freeze.as_secs(),
         if top.is_empty() {
             ""
         } else {
             ", static member"
         },
         noticed.as_secs_f64(),
+        flowing_again.as_secs_f64(),
+        if flowing { "" } else { " (not seen)" },
         ready_again.as_secs_f64(),
         audit.lost,
         audit.duplicates

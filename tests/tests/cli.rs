@@ -157,14 +157,89 @@ fn a_batch_fails_together_and_the_next_batch_runs_on_a_fresh_instance() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// The binary as an operator installs it: copied into `bin/` of a directory of its own,
+/// away from the source tree, and run from there.
+fn installed(root: &std::path::Path) -> std::path::PathBuf {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin/");
+    let copy = bin.join("switchyard");
+    std::fs::copy(switchyard_bin(), &copy).expect("install the binary");
+    copy
+}
+
+/// An installed binary runs the demo with no source tree: its configuration and plugins are
+/// built in.
+#[test]
+fn an_installed_binary_runs_the_demo_from_anywhere() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let bin = installed(tmp.path());
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("a working directory");
+    let out = Command::new(&bin)
+        .current_dir(&elsewhere)
+        .args(["demo", "--duration", "5"])
+        .env("SWITCHYARD_ADMIN_LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The last table shows every route of the quickstart at work.
+    let last = |route: &str| {
+        stdout
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                if words.next() != Some(route) {
+                    return None;
+                }
+                words.next()?.parse::<u64>().ok()
+            })
+            .next_back()
+            .unwrap_or(0)
+    };
+    for route in ["orders", "big-orders", "prices"] {
+        assert!(
+            last(route) > 0,
+            "route {route} received nothing:\n{stdout}\n{stderr}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&elsewhere)
+        .expect("read the working directory")
+        .collect();
+    assert!(left.is_empty(), "the demo left files where it ran");
+}
+
 /// `plugin new` writes a project that passes its own unit tests, builds for wasm32-wasip2
-/// against this repository's SDK, and behaves as its sample data says.
+/// against this repository's SDK, and behaves as its sample data says; run from an
+/// installed binary, with the SDK given by `SWITCHYARD_PLUGIN_SDK`, and refused with what
+/// to pass when the SDK is not where it is said to be.
 #[test]
 fn plugin_new_builds_and_runs() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let out = Command::new(switchyard_bin())
+    let bin = installed(&tmp.path().join("root"));
+    let missing = Command::new(&bin)
+        .current_dir(tmp.path())
+        .args([
+            "plugin",
+            "new",
+            "region-gate",
+            "--sdk",
+            "/nonexistent/plugin-sdk",
+        ])
+        .output()
+        .expect("run plugin new");
+    assert_eq!(missing.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        said.contains("/nonexistent/plugin-sdk") && said.contains("SWITCHYARD_PLUGIN_SDK"),
+        "{said}"
+    );
+    assert!(!tmp.path().join("region-gate").exists());
+    let out = Command::new(&bin)
         .current_dir(tmp.path())
         .args(["plugin", "new", "region-gate"])
+        .env("SWITCHYARD_PLUGIN_SDK", repo_root().join("plugin-sdk"))
         .output()
         .expect("run plugin new");
     assert!(

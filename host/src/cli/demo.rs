@@ -1,11 +1,11 @@
-//! `switchyard demo`: the quickstart configuration with live traffic, from a fresh clone
-//! with no other step. Builds the example plugins, starts the embedded Kafka cluster, a
+//! `switchyard demo`: the quickstart configuration with live traffic, with no other step
+//! and from anywhere: the configuration and the example plugins are built into the binary
+//! (`build.rs`) and written to a temporary directory. Starts the embedded Kafka cluster, a
 //! ZeroMQ price feed and an order generator, and shows per-route counts every second.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,8 +19,15 @@ use crate::router::{Router, RouterOptions};
 use crate::shutdown::Shutdown;
 use crate::state::RouterHandle;
 
-/// The source tree this binary was built from.
-const SOURCE_TREE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+/// The quickstart configuration, as in `examples/`.
+const QUICKSTART: &str = include_str!("../../../examples/quickstart.toml");
+
+/// Where the quickstart's `plugin_dir` leads, from the directory above `examples/`.
+const PLUGIN_DIR: &str = "plugins/target/wasm32-wasip2/release";
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/demo_plugins.rs"));
+}
 
 /// Orders produced per second by the generator.
 const ORDERS_PER_SECOND: u64 = 500;
@@ -28,14 +35,15 @@ const ORDERS_PER_SECOND: u64 = 500;
 const TICKS_PER_SECOND: u64 = 100;
 
 pub(super) fn run(duration: Option<u64>) -> anyhow::Result<ExitCode> {
-    let root = PathBuf::from(SOURCE_TREE)
-        .canonicalize()
-        .context("the demo needs the Switchyard source tree it was built from")?;
-    build_plugins(&root)?;
+    let scratch = unpack()?;
+    let file = scratch.path().join("examples/quickstart.toml");
+    eprintln!(
+        "switchyard demo: the configuration is {} (edit it and save: the router reloads it)",
+        file.display()
+    );
 
     let feed_port = free_port()?;
     let alerts_port = free_port()?;
-    let file = root.join("examples/quickstart.toml");
     let variables = BTreeMap::from([
         ("FEED_PORT".to_owned(), feed_port.to_string()),
         ("ALERTS_PORT".to_owned(), alerts_port.to_string()),
@@ -90,23 +98,29 @@ pub(super) fn run(duration: Option<u64>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds the example plugins in `ROOT/plugins` for wasm32-wasip2 with the cargo that runs
-/// this program (or the one on the PATH).
-pub fn build_plugins(root: &Path) -> anyhow::Result<()> {
-    eprintln!(
-        "switchyard: building the example plugins (cargo build --release --target wasm32-wasip2)"
-    );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root.join("plugins"))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
-        .status()
-        .context("cannot run cargo to build the plugins")?;
-    if !status.success() {
+/// Writes the quickstart configuration and the plugins it names, as the binary holds them,
+/// into a temporary directory laid out as the source tree is; removed when dropped.
+fn unpack() -> anyhow::Result<tempfile::TempDir> {
+    if embedded::PLUGINS.is_empty() {
         bail!(
-            "building the plugins failed (is the target installed? `rustup target add wasm32-wasip2`)"
+            "this switchyard was built without the demo's plugins (the wasm32-wasip2 target \
+             was missing): `rustup target add wasm32-wasip2`, then build or install it again"
         );
     }
-    Ok(())
+    let scratch = tempfile::Builder::new()
+        .prefix("switchyard-demo-")
+        .tempdir()
+        .context("cannot create a directory for the demo")?;
+    let examples = scratch.path().join("examples");
+    let plugins = scratch.path().join(PLUGIN_DIR);
+    std::fs::create_dir_all(&examples)?;
+    std::fs::create_dir_all(&plugins)?;
+    std::fs::write(examples.join("quickstart.toml"), QUICKSTART)?;
+    for (name, bytes) in embedded::PLUGINS {
+        std::fs::write(plugins.join(name), bytes)
+            .with_context(|| format!("cannot write {name} for the demo"))?;
+    }
+    Ok(scratch)
 }
 
 fn free_port() -> anyhow::Result<u16> {

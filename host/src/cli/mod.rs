@@ -9,8 +9,6 @@ mod run;
 mod top;
 mod validate;
 
-pub use demo::build_plugins;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -143,8 +141,9 @@ struct PluginTestArgs {
 struct PluginNewArgs {
     /// Name of the plugin; also the directory to create.
     name: String,
-    /// Path to the `switchyard-plugin-sdk` crate; defaults to the one in the Switchyard
-    /// source tree this binary was built from.
+    /// Path to the `switchyard-plugin-sdk` crate (`plugin-sdk/` of a Switchyard checkout);
+    /// defaults to `SWITCHYARD_PLUGIN_SDK`, else the one in the source tree this binary was
+    /// built from, if it is still there.
     #[arg(long)]
     sdk: Option<PathBuf>,
 }

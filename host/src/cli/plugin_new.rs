@@ -26,19 +26,7 @@ pub(super) fn run(args: PluginNewArgs) -> anyhow::Result<()> {
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
-    let sdk = args.sdk.unwrap_or_else(|| PathBuf::from(BUILT_SDK));
-    let sdk = sdk.canonicalize().with_context(|| {
-        format!(
-            "cannot find the plugin SDK at {}; pass --sdk PATH/TO/switchyard/plugin-sdk",
-            sdk.display()
-        )
-    })?;
-    if !sdk.join("Cargo.toml").is_file() {
-        bail!(
-            "{} is not the plugin SDK crate (no Cargo.toml)",
-            sdk.display()
-        );
-    }
+    let sdk = sdk_path(args.sdk)?;
     let lib_name = name.replace('-', "_");
     let type_name: String = lib_name
         .split('_')
@@ -75,6 +63,40 @@ pub(super) fn run(args: PluginNewArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The SDK the project depends on: `--sdk`, else `SWITCHYARD_PLUGIN_SDK`, else the SDK of
+/// the source tree this binary was built from, if it is still there; checked to be the
+/// SDK crate.
+fn sdk_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let (sdk, from) = match given {
+        Some(path) => (path, "--sdk"),
+        None => match std::env::var_os(SDK_VARIABLE) {
+            Some(path) => (PathBuf::from(path), SDK_VARIABLE),
+            None => (
+                PathBuf::from(BUILT_SDK),
+                "the source tree this switchyard was built from",
+            ),
+        },
+    };
+    let how = format!(
+        "pass --sdk PATH (or set {SDK_VARIABLE}) to the `plugin-sdk` directory of a \
+         Switchyard checkout"
+    );
+    let found = sdk
+        .canonicalize()
+        .with_context(|| format!("no plugin SDK at {} ({from}); {how}", sdk.display()))?;
+    let manifest = std::fs::read_to_string(found.join("Cargo.toml")).unwrap_or_default();
+    if !manifest.contains("name = \"switchyard-plugin-sdk\"") {
+        bail!(
+            "{} ({from}) is not the plugin SDK crate `switchyard-plugin-sdk`; {how}",
+            found.display()
+        );
+    }
+    Ok(found)
+}
+
+/// The environment variable that says where the SDK is.
+const SDK_VARIABLE: &str = "SWITCHYARD_PLUGIN_SDK";
 
 fn write(path: &Path, contents: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
