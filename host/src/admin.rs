@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use axum::Router as Http;
@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use crossbeam_channel::Sender;
 use serde_json::json;
 
-use crate::control::{ReloadReport, Request};
+use crate::control::Request;
 use crate::state::RouterHandle;
 
 /// Environment variable that overrides `[admin] listen`.
@@ -286,7 +286,7 @@ async fn reload(State(state): State<AdminState>) -> Response {
         );
     }
     match outcome.await {
-        Ok(Ok(report)) => json_response(StatusCode::OK, &report_json(&report)),
+        Ok(Ok(report)) => json_response(StatusCode::OK, &report),
         Ok(Err(error)) => json_response(
             StatusCode::UNPROCESSABLE_ENTITY,
             &json!({"result": "error", "kind": error.kind(), "error": error.message()}),
@@ -322,25 +322,7 @@ fn relative(path: &std::path::Path, dir: &std::path::Path) -> String {
     out.display().to_string()
 }
 
-fn report_json(report: &ReloadReport) -> serde_json::Value {
-    json!({
-        "result": if report.unchanged { "unchanged" } else { "ok" },
-        "generation": report.generation,
-        "version": report.version,
-        "took_ms": report.took.as_secs_f64() * 1000.0,
-        "inputs": {
-            "kept": report.inputs_kept,
-            "started": report.inputs_started,
-            "stopped": report.inputs_stopped,
-        },
-        "outputs": {
-            "opened": report.outputs_opened,
-            "closed": report.outputs_closed,
-        },
-    })
-}
-
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     let mut text = serde_json::to_string_pretty(body).unwrap_or_default();
     text.push('\n');
     (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
@@ -348,26 +330,7 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
 
 /// A time as RFC 3339 in UTC, to the millisecond: `2026-11-24T17:22:42.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60,
-        d.subsec_millis()
-    )
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]
@@ -385,6 +348,7 @@ mod tests {
 
     #[test]
     fn formats_utc_timestamps() {
+        use std::time::UNIX_EPOCH;
         let t = UNIX_EPOCH + Duration::from_millis(1_795_541_362_123);
         assert_eq!(rfc3339(t), "2026-11-24T17:29:22.123Z");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");

@@ -24,28 +24,52 @@ impl Request {
     }
 }
 
-/// What a reload did.
-#[derive(Debug, Clone, Default)]
+/// What a reload did; `POST /reload` answers with it, as JSON.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReloadReport {
     /// The file and its plugins are as they were: nothing was swapped, and the generation
-    /// stays.
+    /// stays. In JSON: `"result": "unchanged"`, else `"ok"`.
+    #[serde(rename = "result", serialize_with = "result_word")]
     pub unchanged: bool,
     /// The new generation.
     pub generation: u64,
     /// The new version.
     pub version: String,
-    /// Inputs that kept running and switched to the new routes.
-    pub inputs_kept: Vec<String>,
-    /// Inputs started (new, or changed).
-    pub inputs_started: Vec<String>,
-    /// Inputs drained and stopped (removed, or changed).
-    pub inputs_stopped: Vec<String>,
-    /// Outputs opened.
-    pub outputs_opened: Vec<String>,
-    /// Outputs flushed and closed.
-    pub outputs_closed: Vec<String>,
-    /// From reading the file to the last input switching over.
+    /// From reading the file to the last input switching over. In JSON: `took_ms`.
+    #[serde(rename = "took_ms", serialize_with = "milliseconds")]
     pub took: Duration,
+    /// What happened to the inputs.
+    pub inputs: InputChanges,
+    /// What happened to the outputs.
+    pub outputs: OutputChanges,
+}
+
+/// The inputs a reload touched, by name.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct InputChanges {
+    /// Inputs that kept running and switched to the new routes.
+    pub kept: Vec<String>,
+    /// Inputs started (new, or changed).
+    pub started: Vec<String>,
+    /// Inputs drained and stopped (removed, or changed).
+    pub stopped: Vec<String>,
+}
+
+/// The outputs a reload touched, by name.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OutputChanges {
+    /// Outputs opened.
+    pub opened: Vec<String>,
+    /// Outputs flushed and closed.
+    pub closed: Vec<String>,
+}
+
+fn result_word<S: serde::Serializer>(unchanged: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if *unchanged { "unchanged" } else { "ok" })
+}
+
+fn milliseconds<S: serde::Serializer>(took: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(took.as_secs_f64() * 1000.0)
 }
 
 /// Why a reload was refused. In every case the running set stays as it was.
@@ -83,3 +107,43 @@ impl fmt::Display for ReloadError {
 }
 
 impl std::error::Error for ReloadError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_reads_as_the_admin_endpoint_documents_it() {
+        let report = ReloadReport {
+            unchanged: false,
+            generation: 3,
+            version: "5d10e542ca95".into(),
+            took: Duration::from_micros(12_500),
+            inputs: InputChanges {
+                kept: vec!["orders".into()],
+                started: vec!["prices".into()],
+                stopped: vec![],
+            },
+            outputs: OutputChanges {
+                opened: vec!["alerts".into()],
+                closed: vec![],
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&report).expect("JSON"),
+            serde_json::json!({
+                "result": "ok", "generation": 3, "version": "5d10e542ca95", "took_ms": 12.5,
+                "inputs": {"kept": ["orders"], "started": ["prices"], "stopped": []},
+                "outputs": {"opened": ["alerts"], "closed": []},
+            })
+        );
+        let unchanged = ReloadReport {
+            unchanged: true,
+            ..ReloadReport::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&unchanged).expect("JSON")["result"],
+            "unchanged"
+        );
+    }
+}

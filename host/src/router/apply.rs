@@ -38,10 +38,8 @@ impl Router {
         self.embedded.extend(new_embedded);
         self.metrics.register(staged);
         self.create_topics(topics);
-        let mut report = ReloadReport {
-            outputs_opened: opened,
-            ..ReloadReport::default()
-        };
+        let mut report = ReloadReport::default();
+        report.outputs.opened = opened;
         self.stop_changed_inputs(&inputs, &mut report);
         let (kept, new): (Inputs, Inputs) = inputs
             .into_iter()
@@ -84,7 +82,7 @@ impl Router {
         for name in stopping {
             if let Some(input) = self.inputs.remove(&name) {
                 input.stop(&name);
-                report.inputs_stopped.push(name);
+                report.inputs.stopped.push(name);
             }
         }
     }
@@ -102,7 +100,7 @@ impl Router {
             if let Some(switched) = self.inputs.get(&name).and_then(|i| i.swap(runners)) {
                 switching.push((name.clone(), switched));
             }
-            report.inputs_kept.push(name);
+            report.inputs.kept.push(name);
         }
         switching
     }
@@ -119,7 +117,7 @@ impl Router {
             match spawn.start(&name, self.next_input_id, kind, stats, runners) {
                 Ok(input) => {
                     self.inputs.insert(name.clone(), input);
-                    report.inputs_started.push(name);
+                    report.inputs.started.push(name);
                 }
                 Err(e) => tracing::error!(input = %name, "cannot start: {e:#}"),
             }
@@ -143,7 +141,7 @@ impl Router {
                     tracing::error!(output = %name, "{e:#}");
                 }
                 drop(open);
-                report.outputs_closed.push(name);
+                report.outputs.closed.push(name);
             }
         }
     }

@@ -202,11 +202,11 @@ impl Router {
                     generation = report.generation,
                     version = %report.version,
                     took_ms = report.took.as_millis() as u64,
-                    inputs_kept = ?report.inputs_kept,
-                    inputs_started = ?report.inputs_started,
-                    inputs_stopped = ?report.inputs_stopped,
-                    outputs_opened = ?report.outputs_opened,
-                    outputs_closed = ?report.outputs_closed,
+                    inputs_kept = ?report.inputs.kept,
+                    inputs_started = ?report.inputs.started,
+                    inputs_stopped = ?report.inputs.stopped,
+                    outputs_opened = ?report.outputs.opened,
+                    outputs_closed = ?report.outputs.closed,
                     "configuration reloaded"
                 );
                 Ok(report)

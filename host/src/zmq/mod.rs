@@ -97,7 +97,8 @@ pub fn open_sink(
     Ok(Arc::new(ZmqSink::start(ctx, name, endpoint, stats)?))
 }
 
-/// How often socket threads look up from a blocking call to check for shutdown.
+/// How long a blocking send or receive waits before its thread looks up to check for
+/// shutdown.
 const POLL_MS: i32 = 100;
 
 /// Creates, configures, binds and connects a socket as configured.
