@@ -12,6 +12,7 @@ use switchyard_abi::{BatchWriter, Origin, Outcome};
 pub mod admin;
 pub mod broker;
 pub mod kafka;
+pub mod memory;
 pub mod procs;
 pub mod stream;
 pub mod versions;
