@@ -122,7 +122,7 @@ to = ["out"]
 "#,
         setup.plugin("passthrough").display()
     );
-    Ok(Killed(run_router(setup, &file, &config, &[])?))
+    Ok(Killed::from(run_router(setup, &file, &config, &[])?))
 }
 
 /// A client socket of `kind` connected to the router on `port`, once a first request has
@@ -174,9 +174,9 @@ fn run_once(
     n: usize,
 ) -> anyhow::Result<(Throughput, Option<Reply>)> {
     let acked = config.starts_with("gateway-ack");
-    let port = free_port()?;
+    let port = free_port();
     let child = router(setup, bootstrap, topic, port, acked)?;
-    let pid = child.0.id();
+    let pid = child.pid();
     let ctx = zmq::Context::new();
     let before = wait_ready(&ctx, client, port, topic, acked)?;
     let payloads: Vec<Vec<u8>> = (0..256).map(|seed| json_payload(SIZE, seed)).collect();
@@ -257,7 +257,7 @@ fn run_once(
 
 /// A REQ client sends one request at a time and waits for its answer.
 fn lock_step(setup: &Setup, bootstrap: &str, topic: &str, round: usize) -> anyhow::Result<Reply> {
-    let port = free_port()?;
+    let port = free_port();
     let client: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;

@@ -93,7 +93,7 @@ fn kafka_dev(setup: &Setup, topics: &[String]) -> anyhow::Result<(Killed, String
         .spawn()
         .context("starting switchyard kafka-dev")?;
     let stdout = child.stdout.take().context("kafka-dev stdout")?;
-    let child = Killed(child);
+    let child = Killed::from(child);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     let bootstrap = line.trim().to_owned();
@@ -346,13 +346,10 @@ fn run_once(
     let input = format!("in-{size}");
     let output = output_topic(config, size, round);
     let group = format!("bench-{}", output.trim_start_matches("out-"));
-    let admin = config
-        .starts_with("router-")
-        .then(crate::setup::free_port)
-        .transpose()?;
+    let admin = config.starts_with("router-").then(crate::setup::free_port);
     let child = middle(setup, bootstrap, config, (&input, &output, &group), admin)?;
     let pid = child.id();
-    let _child = Killed(child);
+    let _child = Killed::from(child);
     // Exactly-once is done when its transactions have committed the input's offsets;
     // watermarks count transaction markers as well as records.
     let offsets = config

@@ -38,12 +38,8 @@ impl Setup {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+pub use switchyard_tests::free_port;
+pub use switchyard_tests::procs::Proc as Killed;
 
 /// CPU time (user + system) a process has used so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -63,26 +59,16 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 /// from its admin endpoint on `port`.
 pub fn mean_batch(port: u16) -> Option<f64> {
     let text = metrics(port)?;
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
+    let value = |series: &str| switchyard_tests::admin::sample(&text, series);
     let sum = value("switchyard_route_batch_size_sum{route=\"bench\"}")?;
     let count = value("switchyard_route_batch_size_count{route=\"bench\"}")?;
     (count > 0.0).then(|| sum / count)
 }
 
-/// The router's `/metrics` text.
+/// The router's `/metrics` text, from its admin endpoint on `port`.
 fn metrics(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    Some(text)
+    let (status, text) = switchyard_tests::admin::get(&format!("127.0.0.1:{port}"), "/metrics");
+    (status == 200).then_some(text)
 }
 
 /// The 99th percentile of the time route `bench` spent in its plugin per batch (encoding,
@@ -133,16 +119,6 @@ pub fn json_payload(size: usize, seed: usize) -> Vec<u8> {
     p.extend((0..pad).map(|i| b'a' + ((i + seed) % 26) as u8));
     p.extend_from_slice(b"\"}");
     p
-}
-
-/// A child process killed when dropped.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Writes `config` to `file` and starts `switchyard run` on it (with `extra` arguments),

@@ -51,7 +51,7 @@ pub fn latency(setup: &Setup, kafka: &ApacheKafka) -> anyhow::Result<Vec<Reply>>
                 (&input, &output, &group),
                 None,
             )?;
-            let _router = Killed(router);
+            let _router = Killed::from(router);
             let reply = measure(
                 kafka.bootstrap(),
                 (&input, &output),

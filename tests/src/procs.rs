@@ -56,6 +56,14 @@ impl Proc {
     }
 }
 
+impl From<Child> for Proc {
+    /// Takes charge of a child spawned elsewhere (the benchmark harness's routers and
+    /// peers): killed when dropped.
+    fn from(child: Child) -> Self {
+        Proc { child }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
