@@ -26,6 +26,17 @@ fn route(
     destinations: &[(&str, &Arc<MemorySink>)],
     dead: &Arc<MemorySink>,
 ) -> (RouteRunner, Arc<RouteStats>) {
+    let (runner, stats, _) = route_with_plugin_stats(chain, to, destinations, dead);
+    (runner, stats)
+}
+
+/// [`route`], with the counters of each plugin of the chain.
+fn route_with_plugin_stats(
+    chain: &[(&str, &[(&str, &str)])],
+    to: &[&Arc<MemorySink>],
+    destinations: &[(&str, &Arc<MemorySink>)],
+    dead: &Arc<MemorySink>,
+) -> (RouteRunner, Arc<RouteStats>, Vec<Arc<PluginStats>>) {
     let stats = Arc::new(RouteStats::default());
     let spec = RouteSpec {
         name: "r".to_owned(),
@@ -39,11 +50,12 @@ fn route(
         stats: Arc::clone(&stats),
         reply_now: false,
     };
-    let plugins = chain
+    let plugins: Vec<_> = chain
         .iter()
         .map(|(path, config)| (instance(path, config), Arc::new(PluginStats::default())))
         .collect();
-    (RouteRunner::new(spec, plugins), stats)
+    let plugin_stats = plugins.iter().map(|(_, s)| Arc::clone(s)).collect();
+    (RouteRunner::new(spec, plugins), stats, plugin_stats)
 }
 
 fn count(n: &std::sync::atomic::AtomicU64) -> u64 {
@@ -199,6 +211,65 @@ fn a_trap_fails_only_the_message_that_caused_it() {
     );
     assert_eq!(count(&stats.failed), 1);
     assert_eq!(tracker.committable(), Some(5));
+}
+
+/// A plugin that fails every message is not called again and again (nor rebuilt) for
+/// every batch and every half of it: after five batches in a row in which every message
+/// failed, its circuit opens and its messages are dead-lettered at once as `unavailable`;
+/// after a pause, a batch that works closes it. A poison message among good ones never
+/// opens it.
+#[test]
+fn a_plugin_failing_batch_after_batch_rests_before_it_is_called_again() {
+    let (out, dead) = (MemorySink::new("out"), MemorySink::new("dead"));
+    let (mut runner, _, plugin_stats) =
+        route_with_plugin_stats(&[(plugins::FAULT_PANIC, &[])], &[&out], &[], &dead);
+    let kind = |w: &Written| w.header("switchyard-error-kind").unwrap_or_default();
+    let kinds = |from: usize| -> Vec<String> { dead.written()[from..].iter().map(kind).collect() };
+
+    // Poison among good messages, batch after batch: culprits found, circuit closed.
+    for _ in 0..8 {
+        let (_, messages) = batch(&["good", "panic", "good"]);
+        runner.process("in", &messages);
+    }
+    assert_eq!(kinds(0), vec!["trap"; 8]);
+    assert_eq!(out.texts().len(), 16);
+    assert_eq!(plugin_stats[0].circuits_open(), 0);
+
+    // Five batches of nothing but poison: each message tried; then the circuit opens.
+    for _ in 0..5 {
+        let (_, messages) = batch(&["panic 1", "panic 2", "panic 3", "panic 4"]);
+        runner.process("in", &messages);
+    }
+    assert_eq!(kinds(8), vec!["trap"; 20]);
+    assert_eq!(plugin_stats[0].circuits_open(), 1);
+
+    // While it rests, a batch is not given to it at all, good messages included.
+    let (tracker, messages) = batch(&["panic 5", "good while resting"]);
+    runner.process("in", &messages);
+    drop(messages);
+    assert_eq!(kinds(28), vec!["unavailable"; 2]);
+    let resting = dead.written();
+    assert!(
+        resting[29]
+            .header("switchyard-reason")
+            .is_some_and(|r| r.contains("not called")),
+        "{:?}",
+        resting[29]
+    );
+    assert_eq!(
+        tracker.committable(),
+        Some(2),
+        "dead-lettered, so committed"
+    );
+
+    // After its pause, a batch that works closes the circuit.
+    let passed = switchyard_tests::wait_until(std::time::Duration::from_secs(10), || {
+        let (_, messages) = batch(&["good again"]);
+        runner.process("in", &messages);
+        out.texts().contains(&"good again".to_owned())
+    });
+    assert!(passed, "the plugin was never called again");
+    assert_eq!(plugin_stats[0].circuits_open(), 0);
 }
 
 #[test]

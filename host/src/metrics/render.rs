@@ -103,6 +103,23 @@ impl Metrics {
 
         header(
             &mut out,
+            "switchyard_plugin_circuit_open",
+            "Instances of the plugin (one per input thread running the route) that are not \
+             called because their last calls all failed.",
+            "gauge",
+        );
+        for ((route, plugin), stats) in &plugins {
+            let _ = writeln!(
+                out,
+                "switchyard_plugin_circuit_open{{route=\"{}\",plugin=\"{}\"}} {}",
+                escape(route),
+                escape(plugin),
+                stats.circuits_open()
+            );
+        }
+
+        header(
+            &mut out,
             "switchyard_plugin_counter_total",
             "The plugins' own counters (`counter(name, delta)` in the SDK), by name.",
             "counter",

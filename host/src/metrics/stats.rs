@@ -140,6 +140,8 @@ pub struct PluginStats {
     pub(super) errors: Mutex<BTreeMap<&'static str, u64>>,
     /// The plugin's own counters (`counter(name, delta)` in the SDK), by name.
     pub(super) counters: Mutex<BTreeMap<String, u64>>,
+    /// Instances (one per input thread running the route) whose circuit is open.
+    pub(super) circuits_open: AtomicU64,
 }
 
 impl Default for PluginStats {
@@ -148,6 +150,7 @@ impl Default for PluginStats {
             latency: Histogram::new(&LATENCY_BOUNDS),
             errors: Mutex::default(),
             counters: Mutex::default(),
+            circuits_open: AtomicU64::default(),
         }
     }
 }
@@ -165,6 +168,25 @@ impl PluginStats {
         for (name, delta) in deltas {
             *counters.entry(name).or_default() += delta;
         }
+    }
+
+    /// Counts an instance's circuit opening or closing.
+    pub fn circuit(&self, change: crate::plugin::BreakerChange) {
+        use crate::plugin::BreakerChange;
+        match change {
+            BreakerChange::Opened(..) => {
+                self.circuits_open.fetch_add(1, Ordering::Relaxed);
+            }
+            BreakerChange::Reopened(..) => {}
+            BreakerChange::Closed => {
+                self.circuits_open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Instances whose circuit is open.
+    pub fn circuits_open(&self) -> u64 {
+        self.circuits_open.load(Ordering::Relaxed)
     }
 
     /// Counts `n` messages failed with error `kind`.

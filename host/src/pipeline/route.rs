@@ -11,7 +11,7 @@ use switchyard_abi::{BatchWriter, Origin, Outcome, Output};
 use super::{Ack, Incoming, OutRecord, Refused, Returned, Returns, Sink};
 use crate::config::When;
 use crate::metrics::{PluginStats, RouteStats};
-use crate::plugin::{ErrorKind, PluginError, PluginInstance};
+use crate::plugin::{BreakerChange, ErrorKind, PluginError, PluginInstance};
 
 /// Everything a route needs, shared by the input threads that run it.
 #[derive(Clone)]
@@ -138,9 +138,12 @@ impl RouteRunner {
             let verdicts = match call(plugin, plugin_stats, &mut self.writer, input, batch, &items)
             {
                 // Every message passed: the items go on to the next plugin as they are.
-                Ok(None) => continue,
+                Ok(None) => {
+                    breaker_record((route, plugin, plugin_stats), &[Ok(Outcome::Pass)]);
+                    continue;
+                }
                 Ok(Some(outcomes)) => outcomes.into_iter().map(Ok).collect(),
-                Err(e) if items.len() > 1 && e.kind() != ErrorKind::Init => {
+                Err(e) if items.len() > 1 && !whole_batch(e.kind()) => {
                     // Find the messages that fail on their own; the others go on.
                     tracing::warn!(
                         route,
@@ -153,6 +156,7 @@ impl RouteRunner {
                 }
                 Err(e) => vec![Err(Failure::from(&e)); items.len()],
             };
+            breaker_record((route, plugin, plugin_stats), &verdicts);
             let mut next = Vec::with_capacity(items.len());
             for ((i, item), verdict) in items.into_iter().zip(verdicts) {
                 match verdict {
@@ -418,6 +422,46 @@ impl From<&PluginError> for Failure {
     }
 }
 
+/// A route's plugin in its chain: the route's name, the instance and its counters.
+type Stage<'a> = (&'a str, &'a mut PluginInstance, &'a PluginStats);
+
+/// Tells the stage's circuit breaker how a batch fared (see `plugin/breaker.rs`), and logs
+/// and counts the change that makes, if any. A batch the plugin was not called for (its
+/// circuit open) is not counted.
+fn breaker_record((route, plugin, stats): Stage<'_>, verdicts: &[Result<Outcome, Failure>]) {
+    let all_failed = verdicts.iter().all(Result::is_err);
+    let not_called = verdicts
+        .iter()
+        .all(|v| matches!(v, Err(f) if f.kind == ErrorKind::Unavailable.as_str()));
+    if verdicts.is_empty() || not_called {
+        return;
+    }
+    let Some(change) = plugin.record_batch(!all_failed) else {
+        return;
+    };
+    let name = plugin.plugin().name();
+    match change {
+        BreakerChange::Opened(pause, failures) | BreakerChange::Reopened(pause, failures) => {
+            tracing::warn!(
+                route,
+                plugin = name,
+                failures,
+                "every message of the plugin's last {failures} batches failed; it is not \
+                 called for {} ms, and its messages fail as `unavailable` meanwhile",
+                pause.as_millis()
+            );
+        }
+        BreakerChange::Closed => tracing::info!(route, plugin = name, "plugin works again"),
+    }
+    stats.circuit(change);
+}
+
+/// Whether a failure of this kind fails every message of the call alike, so that calling
+/// again in halves cannot single out culprits.
+fn whole_batch(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::Init | ErrorKind::Unavailable)
+}
+
 /// Encodes `items` (of `batch`, from `input`) and calls `plugin` with them once; `None` when
 /// every message passed.
 fn call<M: Incoming>(
@@ -479,7 +523,7 @@ fn isolate<M: Incoming>(
         match call(plugin, stats, writer, input, batch, half) {
             Ok(None) => verdicts.extend(half.iter().map(|_| Ok(Outcome::Pass))),
             Ok(Some(outcomes)) => verdicts.extend(outcomes.into_iter().map(Ok)),
-            Err(e) if half.len() == 1 || e.kind() == ErrorKind::Init => {
+            Err(e) if half.len() == 1 || whole_batch(e.kind()) => {
                 let failure = Failure::from(&e);
                 verdicts.extend(half.iter().map(|_| Err(failure.clone())));
             }

@@ -23,6 +23,9 @@ pub enum ErrorKind {
     BadOutput,
     /// The plugin emitted to a destination its route does not declare.
     Destination,
+    /// The plugin was not called: every message of its last batches failed, and it rests
+    /// before the next try (its circuit is open).
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -37,6 +40,7 @@ impl ErrorKind {
             ErrorKind::Trap => "trap",
             ErrorKind::BadOutput => "bad-output",
             ErrorKind::Destination => "destination",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -110,6 +114,18 @@ pub enum PluginError {
     /// An emit to an undeclared destination.
     #[error("plugin emitted to `{0}`, which the route does not declare as a destination")]
     Destination(String),
+    /// Not called: its circuit is open.
+    #[error(
+        "plugin not called: every message of its last {failures} batches failed; it is \
+         tried again in {} ms",
+        retry_in.as_millis()
+    )]
+    Unavailable {
+        /// Failed batches in a row.
+        failures: u32,
+        /// When it is tried again.
+        retry_in: Duration,
+    },
 }
 
 impl PluginError {
@@ -126,6 +142,7 @@ impl PluginError {
             PluginError::Stack => ErrorKind::Stack,
             PluginError::Trap(_) => ErrorKind::Trap,
             PluginError::BadOutput(_) => ErrorKind::BadOutput,
+            PluginError::Unavailable { .. } => ErrorKind::Unavailable,
             PluginError::Destination(_) => ErrorKind::Destination,
         }
     }

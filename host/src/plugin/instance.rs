@@ -8,6 +8,7 @@ use switchyard_abi::{BatchWriter, Outcome, decode_result, is_all_pass};
 use wasmtime::{Store, Trap};
 
 use super::bindings::Plugin as Bindings;
+use super::breaker::{Breaker, Change};
 use super::host::PluginState;
 use super::{CompiledPlugin, PluginError};
 
@@ -27,6 +28,8 @@ pub struct PluginInstance {
     rebuilds: u64,
     /// Peak linear memory of instances that were thrown away.
     peak_memory: usize,
+    /// Stops calling (and rebuilding) a plugin that keeps failing.
+    breaker: Breaker,
 }
 
 impl PluginInstance {
@@ -40,6 +43,7 @@ impl PluginInstance {
             counters: BTreeMap::new(),
             rebuilds: 0,
             peak_memory: 0,
+            breaker: Breaker::default(),
         })
     }
 
@@ -104,10 +108,31 @@ impl PluginInstance {
 
     /// Like [`PluginInstance::process`], but answers `None` when every message passed, the
     /// common case, without building a list of outcomes.
+    ///
+    /// A plugin that failed every message of its last batches is not called for a while
+    /// (see `plugin/breaker.rs`): the call fails at once with [`PluginError::Unavailable`].
     pub fn process_unless_all_pass(
         &mut self,
         batch: &BatchWriter,
     ) -> Result<Option<Vec<Outcome>>, PluginError> {
+        if let Err(retry_in) = self.breaker.check(Instant::now()) {
+            return Err(PluginError::Unavailable {
+                failures: self.breaker.failures(),
+                retry_in,
+            });
+        }
+        self.call(batch)
+    }
+
+    /// Records how a batch fared through this plugin, for its circuit breaker: `ok` unless
+    /// every message of it failed. (Calls that fail while a failed batch is split to find
+    /// its culprits are not counted one by one.) The breaker's state change, if any.
+    pub fn record_batch(&mut self, ok: bool) -> Option<Change> {
+        self.breaker.record(ok, Instant::now())
+    }
+
+    /// Calls the live instance, building one first if the last was discarded.
+    fn call(&mut self, batch: &BatchWriter) -> Result<Option<Vec<Outcome>>, PluginError> {
         let live = match &mut self.live {
             Some(live) => live,
             None => {

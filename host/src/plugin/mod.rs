@@ -12,6 +12,7 @@
 //!    whose [`ErrorKind`] says which; the instance is then thrown away and rebuilt before
 //!    the next call.
 
+mod breaker;
 mod error;
 mod host;
 mod instance;
@@ -19,6 +20,7 @@ mod runtime;
 
 use std::time::Duration;
 
+pub use breaker::Change as BreakerChange;
 pub use error::{ErrorKind, PluginError};
 pub use instance::PluginInstance;
 pub use runtime::{CompiledPlugin, PluginRuntime, RuntimeOptions};
