@@ -26,6 +26,8 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;

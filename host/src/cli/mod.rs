@@ -9,6 +9,8 @@ mod run;
 mod top;
 mod validate;
 
+pub(crate) use plugin_test::parse_line as parse_test_line;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

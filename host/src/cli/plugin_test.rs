@@ -17,7 +17,7 @@ use crate::plugin::{PluginError, PluginInstance, PluginLimits, PluginRuntime, Ru
 
 /// One input message and the line it came from.
 #[derive(Debug, Default)]
-struct TestInput {
+pub(crate) struct TestInput {
     line: usize,
     message: MessageBuf,
 }
@@ -343,7 +343,7 @@ const FIELDS: &[&str] = &[
     "timestamp",
 ];
 
-fn parse_line(line: usize, text: &str) -> Result<TestInput, String> {
+pub(crate) fn parse_line(line: usize, text: &str) -> Result<TestInput, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(obj) = value else {
         return Err("expected a JSON object".to_owned());

@@ -547,18 +547,26 @@ pub fn load_with(
     path: &Path,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<(ConfigFile, String), ConfigError> {
+    let raw = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_owned(),
+        text: String::new(),
+        problems: vec![Located::whole(format!("cannot read: {e}"))],
+    })?;
+    parse_with(path, &raw, lookup)
+}
+
+/// Interpolates and parses `raw`, the text of the file at `path` (named in errors).
+pub fn parse_with(
+    path: &Path,
+    raw: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(ConfigFile, String), ConfigError> {
     let fail = |text: String, problems| ConfigError {
         path: path.to_owned(),
         text,
         problems,
     };
-    let raw = std::fs::read_to_string(path).map_err(|e| {
-        fail(
-            String::new(),
-            vec![Located::whole(format!("cannot read: {e}"))],
-        )
-    })?;
-    let text = interpolate(&raw, lookup).map_err(|problems| fail(raw.clone(), problems))?;
+    let text = interpolate(raw, lookup).map_err(|problems| fail(raw.to_owned(), problems))?;
     match toml::from_str::<ConfigFile>(&text) {
         Ok(config) => Ok((config, text)),
         Err(e) => {

@@ -30,6 +30,7 @@ mod sink;
 mod source;
 
 pub use sink::ZmqSink;
+pub(crate) use source::decode_received;
 pub use source::{ZmqRecord, ZmqSource};
 
 use std::sync::Arc;

@@ -311,6 +311,24 @@ fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> zmq::Res
     Ok(true)
 }
 
+/// What a `kind` input with `envelope` makes of a message of `frames` as received (a
+/// ROUTER's identity first): its record, the request id a gateway would remember it by,
+/// or why it is refused. The whole decoding path of [`ZmqSource::recv_batch`], for the
+/// fuzz targets (`crate::fuzzing`).
+pub(crate) fn decode_received(
+    mut frames: Vec<zmq::Message>,
+    kind: ZmqSocketType,
+    envelope: bool,
+) -> Result<(ZmqRecord, Option<Vec<u8>>), String> {
+    let peer =
+        (kind == ZmqSocketType::Router && !frames.is_empty()).then(|| frames.remove(0).to_vec());
+    let routing = routing_envelope(&mut frames, kind);
+    let mut record = decode(&mut frames, kind, envelope, &Arc::from("tcp://127.0.0.1:1"))?;
+    record.peer = peer;
+    let id = request_id(routing.as_deref(), &record);
+    Ok((record, id))
+}
+
 /// Takes a ROUTER message's routing envelope off `frames` (the identity already taken):
 /// the frames before its first empty frame, when one comes before the last frame and
 /// before a Switchyard envelope. `None` when the message has no delimiter.
