@@ -3,6 +3,7 @@
 //! of whatever is queued; the route's plugin instances belong to that thread.
 
 mod ack;
+mod chain;
 pub mod input;
 pub mod request;
 mod route;
