@@ -37,6 +37,17 @@ fn route_with_plugin_stats(
     destinations: &[(&str, &Arc<MemorySink>)],
     dead: &Arc<MemorySink>,
 ) -> (RouteRunner, Arc<RouteStats>, Vec<Arc<PluginStats>>) {
+    let (spec, stats) = spec(to, destinations, Some(dead));
+    let (runner, plugin_stats) = runner(spec, chain);
+    (runner, stats, plugin_stats)
+}
+
+/// Route `r` to `to`, with `destinations` and dead letters to `dead`; its counters.
+fn spec(
+    to: &[&Arc<MemorySink>],
+    destinations: &[(&str, &Arc<MemorySink>)],
+    dead: Option<&Arc<MemorySink>>,
+) -> (RouteSpec, Arc<RouteStats>) {
     let stats = Arc::new(RouteStats::default());
     let spec = RouteSpec {
         name: "r".to_owned(),
@@ -46,16 +57,25 @@ fn route_with_plugin_stats(
             .iter()
             .map(|(name, s)| ((*name).to_owned(), s.as_sink()))
             .collect::<HashMap<_, _>>(),
-        dead_letter: Some(dead.as_sink()),
+        dead_letter: dead.map(|d| d.as_sink()),
         stats: Arc::clone(&stats),
         reply_now: false,
+        drop_refused: false,
     };
+    (spec, stats)
+}
+
+/// A runner of `spec` through `chain`, with the counters of each plugin.
+fn runner(
+    spec: RouteSpec,
+    chain: &[(&str, &[(&str, &str)])],
+) -> (RouteRunner, Vec<Arc<PluginStats>>) {
     let plugins: Vec<_> = chain
         .iter()
         .map(|(path, config)| (instance(path, config), Arc::new(PluginStats::default())))
         .collect();
     let plugin_stats = plugins.iter().map(|(_, s)| Arc::clone(s)).collect();
-    (RouteRunner::new(spec, plugins), stats, plugin_stats)
+    (RouteRunner::new(spec, plugins), plugin_stats)
 }
 
 fn count(n: &std::sync::atomic::AtomicU64) -> u64 {
@@ -333,6 +353,36 @@ fn refused_records_are_dead_lettered_and_a_failed_delivery_holds_commits() {
         "commits stop at the record whose delivery failed, to read it again"
     );
     assert!(tracker.stalled());
+}
+
+/// Without a dead-letter output, a record an output refuses for good holds its partition's
+/// commits there by default (`on_produce_error = "hold"`), and is dropped and counted with
+/// `"drop"`; either way the messages after it are delivered.
+#[test]
+fn without_a_dead_letter_output_a_refused_record_holds_or_is_dropped_as_configured() {
+    for drop_refused in [false, true] {
+        let out = MemorySink::with_rules(
+            "out",
+            &[("big", Verdict::RefuseNow), ("late", Verdict::RefuseLater)],
+        );
+        let (mut spec, stats) = spec(&[&out], &[], None);
+        spec.drop_refused = drop_refused;
+        let (mut runner, _) = runner(spec, &[(plugins::PASSTHROUGH, &[])]);
+        let (tracker, messages) = batch(&["ok-0", "big", "ok-2", "late", "ok-4"]);
+        runner.process("in", &messages);
+        drop(messages);
+        runner.settle_returns();
+        assert_eq!(out.texts(), ["ok-0", "ok-2", "ok-4"]);
+        if drop_refused {
+            assert_eq!(tracker.committable(), Some(5), "dropped: committed past");
+            assert_eq!(count(&stats.dropped), 2);
+            assert!(!tracker.stalled());
+        } else {
+            assert_eq!(tracker.committable(), Some(1), "held at the first refusal");
+            assert_eq!(count(&stats.dropped), 0);
+            assert!(tracker.stalled());
+        }
+    }
 }
 
 /// A configuration of ZeroMQ inputs and outputs (all bound to fresh ports) and

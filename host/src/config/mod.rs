@@ -21,6 +21,7 @@
 mod admin;
 mod interpolate;
 pub mod resolved;
+mod route;
 mod transactions;
 pub use transactions::Delivery;
 pub mod validate;
@@ -33,6 +34,7 @@ use toml::Spanned;
 
 pub use admin::AdminConfig;
 pub use interpolate::interpolate;
+pub use route::{OnProduceError, PluginRef, ReplyWhen, RouteConfig, When};
 pub use validate::validate;
 
 /// A problem found in a configuration file, with the byte offset it refers to.
@@ -351,17 +353,6 @@ pub enum ReplyMode {
     Ack,
 }
 
-/// When a plugin's reply is sent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReplyWhen {
-    /// Once every record the request produced is acknowledged.
-    #[default]
-    Ack,
-    /// As soon as the plugin gives it: its records may still fail.
-    Immediate,
-}
-
 impl ZmqEndpoint {
     /// How long a request waits for its acknowledgements unless the input says otherwise.
     pub const REPLY_TIMEOUT_MS: u64 = 30_000;
@@ -431,97 +422,6 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Spanned<Str
         OneOrMany::One(one) => vec![Spanned::new(span, one)],
         OneOrMany::Many(all) => all,
     })
-}
-
-/// `[[routes]]`: which inputs, which plugins, which outputs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Unique name, used in metrics, logs and dead-letter headers.
-    pub name: Spanned<String>,
-    /// Inputs whose messages this route takes.
-    pub from: Vec<Spanned<String>>,
-    /// Declarative predicates; a message must match all of them.
-    #[serde(default)]
-    pub when: When,
-    /// The plugin chain; each plugin's outputs feed the next.
-    #[serde(default)]
-    pub plugins: Vec<Spanned<PluginRef>>,
-    /// Outputs that `pass` (and emits without a destination) go to.
-    #[serde(default)]
-    pub to: Vec<Spanned<String>>,
-    /// Names plugins may emit to, each mapped to an output.
-    #[serde(default)]
-    pub destinations: BTreeMap<String, Spanned<String>>,
-    /// Output for rejected messages and plugin failures.
-    pub dead_letter: Option<Spanned<String>>,
-    /// When a plugin's reply to a request (from a ROUTER input with `reply = "ack"`) is
-    /// sent: `"ack"` once the request's records are acknowledged, or `"immediate"` as soon
-    /// as the plugin gives it. Default `"ack"`.
-    pub reply_when: Option<Spanned<ReplyWhen>>,
-}
-
-impl RouteConfig {
-    /// Every output the route names, with its role as messages say it (`` `to` ``,
-    /// `` destination `NAME` ``, `` `dead_letter` ``).
-    pub fn targets(&self) -> impl Iterator<Item = (String, &Spanned<String>)> {
-        let to = self.to.iter().map(|o| ("`to`".to_owned(), o));
-        let destinations = self
-            .destinations
-            .iter()
-            .map(|(d, o)| (format!("destination `{d}`"), o));
-        let dead_letter = self
-            .dead_letter
-            .iter()
-            .map(|o| ("`dead_letter`".to_owned(), o));
-        to.chain(destinations).chain(dead_letter)
-    }
-}
-
-/// `when`: declarative predicates, all of which must hold.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct When {
-    /// The Kafka topic (or ZeroMQ topic frame) equals this.
-    pub topic: Option<String>,
-    /// The key starts with this.
-    pub key_prefix: Option<String>,
-    /// Each named header has this value.
-    #[serde(default)]
-    pub header: BTreeMap<String, String>,
-}
-
-/// A plugin in a route's chain.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginRef {
-    /// The component file, relative to `plugin_dir` (by default the configuration
-    /// file's directory).
-    pub path: Spanned<String>,
-    /// Settings passed to the plugin's `init`, in file order.
-    #[serde(default)]
-    pub config: toml::Table,
-    /// Deadline of one call in milliseconds (default 500).
-    pub timeout_ms: Option<u64>,
-    /// Memory cap in MiB (default 64).
-    pub memory_mb: Option<usize>,
-}
-
-impl PluginRef {
-    /// The plugin's settings as strings, in file order: strings as they are, numbers and
-    /// booleans as written.
-    pub fn settings(&self) -> Vec<(String, String)> {
-        self.config
-            .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), text)
-            })
-            .collect()
-    }
 }
 
 impl ConfigFile {

@@ -255,15 +255,29 @@ fn drain(trackers: &[Arc<PartitionTracker>], deadline: Instant, settle: &mut dyn
 /// Stores the committable offset of every tracked partition.
 fn store(consumer: &BaseConsumer<SourceContext>, trackers: &Trackers, input: &str) {
     let mut tpl = TopicPartitionList::new();
+    let mut held = Vec::new();
     {
         let all = trackers.lock().unwrap_or_else(PoisonError::into_inner);
         for ((topic, partition), tracker) in all.iter() {
             if let Some(offset) = tracker.committable() {
                 // Cannot fail for a valid offset.
                 let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset));
+                if tracker.stalled() {
+                    held.push(format!("{topic}/{partition} at offset {offset}"));
+                }
             }
         }
     }
+    // A partition whose commits stop at a record that could not be written is shown by
+    // `/health/ready` until the partition goes (a restart, a rebalance) with it.
+    let problem = (!held.is_empty()).then(|| {
+        format!(
+            "commits are held at a record that could not be written (see the log), on {}; \
+             it is read again after a restart or a rebalance",
+            held.join(", ")
+        )
+    });
+    consumer.context().stats.set_problem("held", problem);
     if tpl.count() > 0
         && let Err(e) = consumer.store_offsets(&tpl)
     {

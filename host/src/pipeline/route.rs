@@ -31,6 +31,10 @@ pub struct RouteSpec {
     /// Whether a plugin's reply goes out as soon as it is given, before the request's
     /// records are acknowledged (`reply_when = "immediate"`).
     pub reply_now: bool,
+    /// Without a dead-letter output: whether a record an output refuses for good is
+    /// dropped and counted (`on_produce_error = "drop"`), rather than holding its input
+    /// partition's commits there.
+    pub drop_refused: bool,
 }
 
 /// Why a message goes to the dead-letter output.
@@ -289,8 +293,7 @@ impl RouteRunner {
                 request.failed(why.kind, &why.reason);
             }
             let Some(sink) = &self.spec.dead_letter else {
-                tracing::error!(route = %self.spec.name, output = %output, reason = %reason, "a record was refused and the route has no dead_letter output; its partition holds its commits here");
-                ack.fail();
+                self.refused_without_dead_letter(&why, &ack);
                 continue;
             };
             headers.extend(
@@ -338,6 +341,20 @@ impl RouteRunner {
         ]
     }
 
+    /// A record refused for good by an output of a route without a dead-letter output:
+    /// dropped and counted with `on_produce_error = "drop"`; otherwise its input partition
+    /// commits nothing past it (`"hold"`, the default), and `/health/ready` says so.
+    fn refused_without_dead_letter(&self, why: &DeadLetter, ack: &Ack) {
+        let route = &self.spec.name;
+        if self.spec.drop_refused {
+            RouteStats::add(&self.spec.stats.dropped, 1);
+            tracing::warn!(%route, reason = %why.reason, "a record was refused for good and the route has no dead_letter output; it is dropped (on_produce_error = \"drop\")");
+        } else {
+            tracing::error!(%route, reason = %why.reason, "a record was refused for good and the route has no dead_letter output; its partition commits nothing past it (on_produce_error = \"hold\")");
+            ack.fail();
+        }
+    }
+
     /// Writes the original message, with context headers, to the dead-letter output.
     fn dead_letter<M: Incoming>(&self, m: &M, why: &DeadLetter) {
         let stats = &self.spec.stats;
@@ -348,7 +365,12 @@ impl RouteRunner {
             }
         }
         let Some(sink) = &self.spec.dead_letter else {
-            tracing::warn!(route = %self.spec.name, kind = why.kind, reason = %why.reason, "message failed and the route has no dead_letter output; it is dropped");
+            match m.ack() {
+                Some(ack) if why.kind == "produce" => self.refused_without_dead_letter(why, ack),
+                _ => {
+                    tracing::warn!(route = %self.spec.name, kind = why.kind, reason = %why.reason, "message failed and the route has no dead_letter output; it is dropped");
+                }
+            }
             return;
         };
         let origin = m.origin();

@@ -321,6 +321,7 @@ impl Planner<'_> {
                         .reply_when
                         .as_ref()
                         .is_some_and(|w| *w.get_ref() == crate::config::ReplyWhen::Immediate),
+                    drop_refused: route.on_produce_error == crate::config::OnProduceError::Drop,
                 };
                 let chain = if self.router.options.native_identity {
                     &[][..]
