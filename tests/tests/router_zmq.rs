@@ -381,11 +381,154 @@ to = ["orders"]
     stop(proc);
 }
 
+/// A router's resident memory, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A PUSH output with no peer holds its Kafka input back: nothing is committed past what
+/// was sent, memory stays bounded, and a peer that connects later receives every record,
+/// in order.
+fn a_push_output_with_no_peer_holds_the_kafka_input_back(kind: BrokerKind) {
+    const N: usize = 20_000;
+    let broker = Broker::start(kind, &["jobs:1"]);
+    let bootstrap = broker.bootstrap().to_owned();
+    let port = free_port();
+    let scratch = Scratch::new("no-peer");
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[kafka.main]
+bootstrap = "{bootstrap}"
+options = {{ "auto.commit.interval.ms" = "200" }}
+[inputs.jobs]
+kafka = {{ cluster = "main", topics = ["jobs"], group = "no-peer" }}
+[outputs.workers]
+zmq = {{ socket = "push", bind = "tcp://127.0.0.1:{port}" }}
+[[routes]]
+name = "jobs"
+from = ["jobs"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["workers"]
+"#,
+            passthrough = plugins::PASSTHROUGH
+        ),
+    );
+    let proc = router(&cfg, &scratch.path("router.log"));
+    let input: Vec<Input> = (0..N)
+        .map(|i| (Some(format!("k{i}")), format!("job {i}"), Vec::new()))
+        .collect();
+    produce(&bootstrap, "jobs", &input);
+    let committed = || switchyard_tests::kafka::committed(&bootstrap, "no-peer", "jobs");
+    // No peer: for five seconds, nothing may be committed as if it had been sent.
+    let leaked = wait_until(Duration::from_secs(5), || committed() > 0);
+    let rss = rss_mib(proc.pid());
+    assert!(!leaked, "committed {} with no peer to send to", committed());
+
+    let ctx = zmq::Context::new();
+    let pull = zmq_connect(&ctx, zmq::PULL, port);
+    let got = receive(&pull, N);
+    let payloads: Vec<String> = got
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f[0]).into_owned())
+        .collect();
+    let want: Vec<String> = (0..N).map(|i| format!("job {i}")).collect();
+    assert_eq!(
+        payloads.len(),
+        N,
+        "the late peer received {}",
+        payloads.len()
+    );
+    assert!(
+        payloads == want,
+        "the late peer received every job, in order"
+    );
+    assert!(
+        wait_until(DEADLINE, || committed() == N as i64),
+        "committed {} after the peer took everything",
+        committed()
+    );
+    eprintln!("no peer ({kind:?}): {N} records held, router RSS {rss:.0} MiB meanwhile");
+    assert!(
+        rss < 512.0,
+        "the router grew to {rss:.0} MiB holding {N} records"
+    );
+    stop(proc);
+}
+
 switchyard_tests::on_both_brokers!(
     zmq_push_to_kafka,
     kafka_to_zmq_push_with_envelope_and_pub,
     sub_input_and_envelope_input_to_kafka,
+    a_push_output_with_no_peer_holds_the_kafka_input_back,
 );
+
+/// A publisher that restarts on the same endpoint is reconnected by the router's SUB input
+/// by itself: what it publishes after its restart reaches the output.
+#[test]
+fn a_publisher_restarting_on_its_endpoint_is_reconnected() {
+    let (feed_port, out_port) = (free_port(), free_port());
+    let scratch = Scratch::new("reconnect");
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[inputs.feed]
+zmq = {{ socket = "sub", connect = "tcp://127.0.0.1:{feed_port}", subscribe = [""] }}
+[outputs.out]
+zmq = {{ socket = "push", bind = "tcp://127.0.0.1:{out_port}" }}
+[[routes]]
+name = "relay"
+from = ["feed"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["out"]
+"#,
+            passthrough = plugins::PASSTHROUGH
+        ),
+    );
+    let proc = router(&cfg, &scratch.path("router.log"));
+    let ctx = zmq::Context::new();
+    let pull = zmq_connect(&ctx, zmq::PULL, out_port);
+    pull.set_rcvtimeo(100).expect("rcvtimeo");
+    // Publishes `label` until the router relays one (a subscription takes a moment to
+    // reach a new publisher); whether one arrived before the deadline.
+    let relayed = |publisher: &zmq::Socket, label: &str| {
+        let end = Instant::now() + DEADLINE;
+        while Instant::now() < end {
+            publisher.send(label, 0).expect("publish");
+            if let Ok(got) = pull.recv_bytes(0)
+                && got == label.as_bytes()
+            {
+                return true;
+            }
+        }
+        false
+    };
+    for life in ["first life", "second life", "third life"] {
+        let publisher = ctx.socket(zmq::PUB).expect("pub");
+        publisher.set_linger(0).expect("linger");
+        // The last life's port is let go of in the background.
+        let endpoint = format!("tcp://127.0.0.1:{feed_port}");
+        assert!(
+            wait_until(Duration::from_secs(10), || publisher
+                .bind(&endpoint)
+                .is_ok()),
+            "cannot bind the publisher again"
+        );
+        assert!(
+            relayed(&publisher, life),
+            "nothing relayed from the publisher's {life}"
+        );
+        drop(publisher);
+    }
+    stop(proc);
+}
 
 /// A PULL → `passthrough` → PUB route with `pub_options`, a burst of `n` messages from a
 /// PUSH client, and one SUB that starts reading only once `read_after` messages were sent
