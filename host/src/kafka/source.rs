@@ -141,6 +141,11 @@ impl SourceContext {
                     )
                 })
         };
+        self.outage(problem);
+    }
+
+    /// Takes what the cluster looks like now: `Some` problem while it does not answer.
+    fn outage(&self, problem: Option<String>) {
         let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
         match (problem, self.stats.has_problem("cluster")) {
             (Some(problem), false) => {
@@ -204,7 +209,22 @@ impl ConsumerContext for SourceContext {
                 let all = self.trackers.lock().unwrap_or_else(PoisonError::into_inner);
                 revoked.iter().filter_map(|k| all.get(k).cloned()).collect()
             };
-            drain(&trackers, deadline, &mut || {});
+            // The cluster's statistics do not come while this callback runs: records that
+            // stay unacknowledged here are the outage's only sign (a session that timed out
+            // in a broker freeze revokes the partitions).
+            let started = Instant::now();
+            let mut said = false;
+            drain(&trackers, deadline, &mut || {
+                if !said && started.elapsed() >= SILENT {
+                    said = true;
+                    let waiting: usize = trackers.iter().map(|t| t.in_flight()).sum();
+                    self.outage(Some(format!(
+                        "the cluster has not answered for {} s: {waiting} runs of records \
+                         sent before a revoke are not acknowledged",
+                        SILENT.as_secs()
+                    )));
+                }
+            });
             store(consumer, &self.trackers, &self.input);
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(error = %e, "commit on revoke");
