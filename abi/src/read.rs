@@ -179,8 +179,8 @@ impl<'a> Headers<'a> {
             .map(|(_, v)| v.unwrap_or_default())
     }
 
-    /// Decodes every entry, failing on the first malformed one: for blocks from an
-    /// untrusted writer. With `nulls`, an absent value is a null one; without, it is an
+    /// Decodes every entry, failing on the first malformed one or on bytes after the last:
+    /// for blocks from an untrusted writer. With `nulls`, an absent value is a null one; without, it is an
     /// error (versions before null values).
     fn to_owned_checked(self, nulls: bool) -> Result<Vec<Header>, DecodeError> {
         let mut c = Cursor::new(self.data);
@@ -193,6 +193,10 @@ impl<'a> Headers<'a> {
                 Some(c.bytes("header value")?)
             };
             out.push((name.to_owned(), value.map(<[u8]>::to_vec)));
+        }
+        // The block's size must be its entries' size: no bytes hidden after them.
+        if c.pos != self.data.len() {
+            return c.fail(Problem::Trailing(self.data.len() - c.pos));
         }
         Ok(out)
     }

@@ -312,3 +312,19 @@ fn an_unknown_origin_kind_reads_as_no_origin() {
     assert_eq!(msgs[0].key, Some(&b"k1"[..]), "the rest is read as before");
     assert_eq!(msgs.len(), 2);
 }
+
+#[test]
+fn a_header_block_with_bytes_after_its_entries_is_refused() {
+    let mut block = Vec::new();
+    encode_headers(&mut block, [("h", Some(&b"v"[..]))]);
+    assert_eq!(
+        decode_headers(&block),
+        Ok(vec![("h".to_owned(), Some(b"v".to_vec()))])
+    );
+    // One more byte inside the block's declared size.
+    let size = u32::from_le_bytes(block[4..8].try_into().expect("size"));
+    block[4..8].copy_from_slice(&(size + 1).to_le_bytes());
+    block.push(0);
+    let err = decode_headers(&block).expect_err("a byte after the entries");
+    assert!(err.to_string().contains("trailing"), "{err}");
+}
