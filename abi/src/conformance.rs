@@ -8,9 +8,10 @@
 
 use serde_json::{Value, json};
 
+use crate::tests::{encode, every_outcome, sample_reply};
 use crate::{
     BatchReader, BatchWriter, DecodeError, Header, MessageView, Origin, Outcome, Output, Reply,
-    ResultWriter, decode_result,
+    decode_result,
 };
 
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/conformance.json");
@@ -204,14 +205,6 @@ fn batch_bytes(version: u32, input: &str, messages: &[Value]) -> Vec<u8> {
     w.as_bytes().to_vec()
 }
 
-fn result_bytes(outcomes: &[Outcome]) -> Vec<u8> {
-    let mut w = ResultWriter::with_capacity(outcomes.len());
-    for o in outcomes {
-        w.outcome(o);
-    }
-    w.finish()
-}
-
 fn kafka_message() -> Value {
     json!({
         "origin": {"kind": "kafka", "topic": "orders", "partition": 3, "offset": 42},
@@ -307,33 +300,12 @@ fn cases() -> Value {
         (
             "every-outcome",
             "version 1: pass, drop, reject, an empty emit, and an emit of two outputs",
-            vec![
-                Outcome::Pass,
-                Outcome::Drop,
-                Outcome::Reject("not JSON".into()),
-                Outcome::Emit(vec![]),
-                Outcome::Emit(vec![
-                    Output::new("a")
-                        .to("alerts")
-                        .with_key("k")
-                        .with_header("h", "v"),
-                    Output::new(vec![0u8, 1])
-                        .with_partition(2)
-                        .with_timestamp(7),
-                ]),
-            ],
+            every_outcome(),
         ),
         (
             "reply",
             "version 2: a reply with a header that also writes a record",
-            vec![
-                Outcome::Pass,
-                Outcome::Reply(
-                    Reply::new("{\"total\": 3}")
-                        .with_header("content-type", "application/json")
-                        .and_emit(Output::new("order").to("audit")),
-                ),
-            ],
+            vec![Outcome::Pass, sample_reply()],
         ),
         (
             "nulls",
@@ -347,7 +319,7 @@ fn cases() -> Value {
         .iter()
         .map(|(name, about, outcomes)| {
             json!({
-                "name": name, "about": about, "bytes": hex(&result_bytes(outcomes)),
+                "name": name, "about": about, "bytes": hex(&encode(outcomes)),
                 "count": outcomes.len(),
                 "outcomes": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
             })
@@ -355,7 +327,7 @@ fn cases() -> Value {
         .collect();
 
     let mut invalid_results = Vec::new();
-    let one = result_bytes(&[Outcome::Drop]);
+    let one = encode(&[Outcome::Drop]);
     let mut bad_result = |name: &str, bytes: Vec<u8>, count: usize| {
         let error = decode_result(&bytes, count).expect_err(name).to_string();
         invalid_results.push(json!({
@@ -369,11 +341,11 @@ fn cases() -> Value {
     let mut tag = one.clone();
     tag[8] = 9;
     bad_result("unknown-tag", tag, 1);
-    let mut reply_in_1 = result_bytes(&[Outcome::reply("x")]);
+    let mut reply_in_1 = encode(&[Outcome::reply("x")]);
     reply_in_1[0] = 1;
     bad_result("reply-in-version-1", reply_in_1, 1);
     let mut null_header_in_2 =
-        result_bytes(&[Outcome::Emit(vec![Output::new("p").with_null_header("h")])]);
+        encode(&[Outcome::Emit(vec![Output::new("p").with_null_header("h")])]);
     null_header_in_2[0] = 2;
     bad_result("null-header-before-version-3", null_header_in_2, 1);
 
@@ -440,7 +412,7 @@ fn the_conformance_file_agrees_with_this_implementation() {
             .map(outcome_of)
             .collect();
         assert_eq!(decode_result(&bytes, count).as_ref(), Ok(&outcomes));
-        assert_eq!(result_bytes(&outcomes), bytes, "{}", case["name"]);
+        assert_eq!(encode(&outcomes), bytes, "{}", case["name"]);
     }
     for case in file["invalid_results"].as_array().expect("invalid_results") {
         let bytes = unhex(case["bytes"].as_str().expect("bytes"));

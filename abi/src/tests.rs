@@ -79,9 +79,10 @@ fn batch_round_trips() {
     assert_eq!(z.payload, Some(&b""[..]));
 }
 
-#[test]
-fn result_round_trips() {
-    let outcomes = vec![
+/// A result of every outcome but `reply`: pass, drop, reject, an empty emit, and an emit of
+/// two outputs with every field used between them.
+pub(super) fn every_outcome() -> Vec<Outcome> {
+    vec![
         Outcome::Pass,
         Outcome::Drop,
         Outcome::Reject("not JSON".into()),
@@ -95,28 +96,38 @@ fn result_round_trips() {
                 .with_partition(2)
                 .with_timestamp(7),
         ]),
-    ];
+    ]
+}
+
+/// A reply with a header that also writes a record.
+pub(super) fn sample_reply() -> Outcome {
+    Outcome::Reply(
+        Reply::new("{\"total\": 3}")
+            .with_header("content-type", "application/json")
+            .and_emit(Output::new("order").to("audit")),
+    )
+}
+
+/// `outcomes` written as a result.
+pub(super) fn encode(outcomes: &[Outcome]) -> Vec<u8> {
     let mut w = ResultWriter::with_capacity(outcomes.len());
-    for o in &outcomes {
+    for o in outcomes {
         w.outcome(o);
     }
-    let bytes = w.finish();
+    w.finish()
+}
+
+#[test]
+fn result_round_trips() {
+    let outcomes = every_outcome();
+    let bytes = encode(&outcomes);
     assert_eq!(decode_result(&bytes, outcomes.len()), Ok(outcomes));
 }
 
 #[test]
 fn a_reply_round_trips_in_a_version_2_result_and_only_there() {
-    let reply = Outcome::Reply(
-        Reply::new("{\"total\": 3}")
-            .with_header("content-type", "application/json")
-            .and_emit(Output::new("order").to("audit")),
-    );
-    let outcomes = vec![Outcome::Pass, reply, Outcome::reply("")];
-    let mut w = ResultWriter::with_capacity(outcomes.len());
-    for o in &outcomes {
-        w.outcome(o);
-    }
-    let bytes = w.finish();
+    let outcomes = vec![Outcome::Pass, sample_reply(), Outcome::reply("")];
+    let bytes = encode(&outcomes);
     assert_eq!(bytes[0..4], VERSION_REPLY.to_le_bytes());
     assert_eq!(decode_result(&bytes, outcomes.len()), Ok(outcomes));
 

@@ -19,7 +19,7 @@ use switchyard::kafka::{ApacheKafka, ApacheKafkaOptions};
 
 use crate::kafka::{PARTITIONS, written};
 use crate::results::{GATEWAY_CONFIGS, Reply, Throughput};
-use crate::setup::{Killed, Setup, cpu_seconds, free_port, json_payload, run_router};
+use crate::setup::{Proc, Setup, cpu_seconds, free_port, json_payload, run_router};
 
 /// The payload size measured.
 const SIZE: usize = 100;
@@ -96,7 +96,7 @@ fn router(
     topic: &str,
     port: u16,
     reply: bool,
-) -> anyhow::Result<Killed> {
+) -> anyhow::Result<Proc> {
     let file = setup.scratch.join(format!("{topic}.toml"));
     let reply = if reply {
         format!(r#", reply = "ack", max_in_flight = {WINDOW}"#)
@@ -122,7 +122,7 @@ to = ["out"]
 "#,
         setup.plugin("passthrough").display()
     );
-    Ok(Killed::from(run_router(setup, &file, &config, &[])?))
+    Ok(Proc::from(run_router(setup, &file, &config, &[])?))
 }
 
 /// A client socket of `kind` connected to the router on `port`, once a first request has

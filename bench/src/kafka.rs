@@ -21,7 +21,7 @@ use rdkafka::producer::{
 use switchyard::kafka::{ApacheKafka, ApacheKafkaOptions, consumer_config, producer_config};
 
 use crate::results::{APACHE_CONFIGS, KAFKA_CONFIGS, Reply, Throughput};
-use crate::setup::{Killed, Setup, cpu_seconds, json_payload, run_router};
+use crate::setup::{Proc, Setup, cpu_seconds, json_payload, run_router};
 
 /// The sizes measured on Apache Kafka.
 const APACHE_SIZES: [usize; 2] = [100, 1024];
@@ -81,7 +81,7 @@ pub fn native_loop(bootstrap: &str, from: &str, to: &str, group: &str) -> anyhow
 }
 
 /// Starts `switchyard kafka-dev` with `topics`; returns it and its bootstrap address.
-fn kafka_dev(setup: &Setup, topics: &[String]) -> anyhow::Result<(Killed, String)> {
+fn kafka_dev(setup: &Setup, topics: &[String]) -> anyhow::Result<(Proc, String)> {
     let mut cmd = Command::new(&setup.switchyard);
     cmd.arg("kafka-dev");
     for t in topics {
@@ -93,7 +93,7 @@ fn kafka_dev(setup: &Setup, topics: &[String]) -> anyhow::Result<(Killed, String
         .spawn()
         .context("starting switchyard kafka-dev")?;
     let stdout = child.stdout.take().context("kafka-dev stdout")?;
-    let child = Killed::from(child);
+    let child = Proc::from(child);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     let bootstrap = line.trim().to_owned();
@@ -349,7 +349,7 @@ fn run_once(
     let admin = config.starts_with("router-").then(crate::setup::free_port);
     let child = middle(setup, bootstrap, config, (&input, &output, &group), admin)?;
     let pid = child.id();
-    let _child = Killed::from(child);
+    let _child = Proc::from(child);
     // Exactly-once is done when its transactions have committed the input's offsets;
     // watermarks count transaction markers as well as records.
     let offsets = config

@@ -39,7 +39,7 @@ impl Setup {
 }
 
 pub use switchyard_tests::free_port;
-pub use switchyard_tests::procs::Proc as Killed;
+pub use switchyard_tests::procs::Proc;
 
 /// CPU time (user + system) a process has used so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {

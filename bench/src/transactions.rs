@@ -18,7 +18,7 @@ use switchyard::kafka::{ApacheKafka, producer_config};
 
 use crate::kafka::{PARTITIONS, middle};
 use crate::results::{Reply, TRANSACTION_CONFIGS};
-use crate::setup::{Killed, Setup};
+use crate::setup::{Proc, Setup};
 
 /// Records per second sent while measuring: well below either mode's throughput, so the
 /// figures are the pipeline's latency, not a queue's.
@@ -51,7 +51,7 @@ pub fn latency(setup: &Setup, kafka: &ApacheKafka) -> anyhow::Result<Vec<Reply>>
                 (&input, &output, &group),
                 None,
             )?;
-            let _router = Killed::from(router);
+            let _router = Proc::from(router);
             let reply = measure(
                 kafka.bootstrap(),
                 (&input, &output),

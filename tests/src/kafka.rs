@@ -40,6 +40,20 @@ impl Record {
     }
 }
 
+/// `records` by the number in their header `n` (a test's sequence number); each number's
+/// copies in the order read.
+pub fn by_header_n(records: &[Record]) -> std::collections::BTreeMap<usize, Vec<&Record>> {
+    let mut by = std::collections::BTreeMap::<usize, Vec<&Record>>::new();
+    for r in records {
+        let n = r
+            .header("n")
+            .and_then(|n| n.parse().ok())
+            .expect("header n");
+        by.entry(n).or_default().push(r);
+    }
+    by
+}
+
 /// Counts failed deliveries.
 #[derive(Default)]
 struct Failures(AtomicUsize);

@@ -70,10 +70,18 @@ pub fn free_port() -> u16 {
 /// `input_port`, through `passthrough`, to output `out`, whose `zmq` table holds `output`
 /// (for example `socket = "push", bind = "tcp://127.0.0.1:5000"`).
 pub fn zmq_relay_config(input_port: u16, output: &str) -> String {
+    zmq_relay_config_with(
+        &format!(r#"socket = "pull", bind = "tcp://127.0.0.1:{input_port}""#),
+        output,
+    )
+}
+
+/// [`zmq_relay_config`] with the input's `zmq` table given too.
+pub fn zmq_relay_config_with(input: &str, output: &str) -> String {
     format!(
         r#"
 [inputs.feed]
-zmq = {{ socket = "pull", bind = "tcp://127.0.0.1:{input_port}" }}
+zmq = {{ {input} }}
 [outputs.out]
 zmq = {{ {output} }}
 [[routes]]

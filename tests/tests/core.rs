@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use switchyard::config::When;
 use switchyard::control::ReloadError;
 use switchyard::metrics::{PluginStats, RouteStats};
-use switchyard::pipeline::{RouteRunner, RouteSpec};
+use switchyard::pipeline::{PartitionTracker, RouteRunner, RouteSpec};
 use switchyard::router::{Router, RouterOptions};
 use switchyard_tests::memory::{MemorySink, Verdict, Written, batch};
 use switchyard_tests::procs::Scratch;
@@ -78,6 +78,14 @@ fn runner(
     (RouteRunner::new(spec, plugins), plugin_stats)
 }
 
+/// Runs `payloads` through `runner` as one batch read from one partition; the tracker that
+/// commits them, once every message has left the runner.
+fn run(runner: &mut RouteRunner, payloads: &[&str]) -> Arc<PartitionTracker> {
+    let (tracker, messages) = batch(payloads);
+    runner.process("in", &messages);
+    tracker
+}
+
 fn count(n: &std::sync::atomic::AtomicU64) -> u64 {
     n.load(Ordering::Relaxed)
 }
@@ -94,9 +102,10 @@ fn pass_drop_and_reject_each_reach_their_place() {
     let (out, dead) = (MemorySink::new("out"), MemorySink::new("dead"));
     let filter: &[(&str, &str)] = &[("field", "amount"), ("op", "gte"), ("value", "100")];
     let (mut runner, stats) = route(&[(plugins::JSON_FILTER, filter)], &[&out], &[], &dead);
-    let (tracker, messages) = batch(&[r#"{"amount": 150}"#, r#"{"amount": 5}"#, "not json"]);
-    runner.process("in", &messages);
-    drop(messages);
+    let tracker = run(
+        &mut runner,
+        &[r#"{"amount": 150}"#, r#"{"amount": 5}"#, "not json"],
+    );
 
     assert_eq!(out.texts(), [r#"{"amount": 150}"#]);
     let dead = dead.written();
@@ -182,9 +191,7 @@ fn emits_fan_out_to_declared_destinations() {
 fn an_undeclared_destination_is_dead_lettered_with_its_kind() {
     let (out, dead) = (MemorySink::new("out"), MemorySink::new("dead"));
     let (mut runner, stats) = route(&[(plugins::FAULT_DESTINATION, &[])], &[&out], &[], &dead);
-    let (tracker, messages) = batch(&["a", "b"]);
-    runner.process("in", &messages);
-    drop(messages);
+    let tracker = run(&mut runner, &["a", "b"]);
 
     assert!(out.written().is_empty());
     let dead = dead.written();
@@ -207,9 +214,7 @@ fn an_undeclared_destination_is_dead_lettered_with_its_kind() {
 fn a_trap_fails_only_the_message_that_caused_it() {
     let (out, dead) = (MemorySink::new("out"), MemorySink::new("dead"));
     let (mut runner, stats) = route(&[(plugins::FAULT_PANIC, &[])], &[&out], &[], &dead);
-    let (tracker, messages) = batch(&["a", "b", "panic now", "c", "d"]);
-    runner.process("in", &messages);
-    drop(messages);
+    let tracker = run(&mut runner, &["a", "b", "panic now", "c", "d"]);
 
     assert_eq!(
         out.texts(),
@@ -248,8 +253,7 @@ fn a_plugin_failing_batch_after_batch_rests_before_it_is_called_again() {
 
     // Poison among good messages, batch after batch: culprits found, circuit closed.
     for _ in 0..8 {
-        let (_, messages) = batch(&["good", "panic", "good"]);
-        runner.process("in", &messages);
+        run(&mut runner, &["good", "panic", "good"]);
     }
     assert_eq!(kinds(0), vec!["trap"; 8]);
     assert_eq!(out.texts().len(), 16);
@@ -257,16 +261,13 @@ fn a_plugin_failing_batch_after_batch_rests_before_it_is_called_again() {
 
     // Five batches of nothing but poison: each message tried; then the circuit opens.
     for _ in 0..5 {
-        let (_, messages) = batch(&["panic 1", "panic 2", "panic 3", "panic 4"]);
-        runner.process("in", &messages);
+        run(&mut runner, &["panic 1", "panic 2", "panic 3", "panic 4"]);
     }
     assert_eq!(kinds(8), vec!["trap"; 20]);
     assert_eq!(plugin_stats[0].circuits_open(), 1);
 
     // While it rests, a batch is not given to it at all, good messages included.
-    let (tracker, messages) = batch(&["panic 5", "good while resting"]);
-    runner.process("in", &messages);
-    drop(messages);
+    let tracker = run(&mut runner, &["panic 5", "good while resting"]);
     assert_eq!(kinds(28), vec!["unavailable"; 2]);
     let resting = dead.written();
     assert!(
@@ -284,8 +285,7 @@ fn a_plugin_failing_batch_after_batch_rests_before_it_is_called_again() {
 
     // After its pause, a batch that works closes the circuit.
     let passed = switchyard_tests::wait_until(std::time::Duration::from_secs(10), || {
-        let (_, messages) = batch(&["good again"]);
-        runner.process("in", &messages);
+        run(&mut runner, &["good again"]);
         out.texts().contains(&"good again".to_owned())
     });
     assert!(passed, "the plugin was never called again");
@@ -296,9 +296,7 @@ fn a_plugin_failing_batch_after_batch_rests_before_it_is_called_again() {
 fn a_malformed_result_fails_its_messages_with_kind_bad_output() {
     let (out, dead) = (MemorySink::new("out"), MemorySink::new("dead"));
     let (mut runner, _) = route(&[(plugins::FAULT_OUTCOMES, &[])], &[&out], &[], &dead);
-    let (tracker, messages) = batch(&["a", "b"]);
-    runner.process("in", &messages);
-    drop(messages);
+    let tracker = run(&mut runner, &["a", "b"]);
 
     assert!(out.written().is_empty());
     let dead = dead.written();
@@ -322,9 +320,10 @@ fn refused_records_are_dead_lettered_and_a_failed_delivery_holds_commits() {
     );
     let dead = MemorySink::new("dead");
     let (mut runner, stats) = route(&[(plugins::PASSTHROUGH, &[])], &[&out], &[], &dead);
-    let (tracker, messages) = batch(&["ok-0", "big", "late", "ok-3", "lost", "ok-5"]);
-    runner.process("in", &messages);
-    drop(messages);
+    let tracker = run(
+        &mut runner,
+        &["ok-0", "big", "late", "ok-3", "lost", "ok-5"],
+    );
 
     assert_eq!(out.texts(), ["ok-0", "ok-3", "ok-5"]);
     let letters: Vec<String> = dead.written().iter().map(Written::text).collect();
@@ -368,9 +367,7 @@ fn without_a_dead_letter_output_a_refused_record_holds_or_is_dropped_as_configur
         let (mut spec, stats) = spec(&[&out], &[], None);
         spec.drop_refused = drop_refused;
         let (mut runner, _) = runner(spec, &[(plugins::PASSTHROUGH, &[])]);
-        let (tracker, messages) = batch(&["ok-0", "big", "ok-2", "late", "ok-4"]);
-        runner.process("in", &messages);
-        drop(messages);
+        let tracker = run(&mut runner, &["ok-0", "big", "ok-2", "late", "ok-4"]);
         runner.settle_returns();
         assert_eq!(out.texts(), ["ok-0", "ok-2", "ok-4"]);
         if drop_refused {

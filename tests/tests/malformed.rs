@@ -4,14 +4,13 @@
 //! dead-letter topic once, with the parser's reason; every good one is delivered once, its
 //! key and headers kept; the stream is committed and the router lives.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use switchyard_tests::broker::{Broker, BrokerKind};
-use switchyard_tests::kafka::{Record, committed, read_all};
+use switchyard_tests::kafka::{by_header_n, committed, read_all, send};
 use switchyard_tests::procs::{Scratch, router};
 use switchyard_tests::{on_both_brokers, plugins, wait_until};
 
@@ -72,30 +71,12 @@ fn produce_mix(bootstrap: &str) {
         if let Some(key) = &key {
             record = record.key(key.as_str());
         }
-        let mut record = Some(record);
-        while let Some(r) = record.take() {
-            if let Err((_, r)) = producer.send(r) {
-                producer.poll(Duration::from_millis(10));
-                record = Some(r);
-            }
-        }
+        send(&producer, record);
         producer.poll(Duration::ZERO);
     }
     producer
         .flush(Duration::from_secs(60))
         .expect("the mix is delivered");
-}
-
-fn by_n(records: &[Record]) -> BTreeMap<usize, Vec<&Record>> {
-    let mut by = BTreeMap::<usize, Vec<&Record>>::new();
-    for r in records {
-        let n = r
-            .header("n")
-            .and_then(|n| n.parse().ok())
-            .expect("header n");
-        by.entry(n).or_default().push(r);
-    }
-    by
 }
 
 fn malformed_and_valid_messages_are_each_accounted_for(kind: BrokerKind) {
@@ -141,7 +122,7 @@ dead_letter = "dead"
     assert!(proc.is_running(), "the router died:\n{}", log_text());
     let out = read_all(&bootstrap, "out", Duration::from_secs(3));
     let dead = read_all(&bootstrap, "dlq", Duration::from_secs(3));
-    let (out, dead) = (by_n(&out), by_n(&dead));
+    let (out, dead) = (by_header_n(&out), by_header_n(&dead));
     eprintln!(
         "{N} messages, half malformed ({kind:?}): {} delivered, {} dead-lettered",
         out.len(),

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Input, produce, read_topic};
 use switchyard_tests::procs::{Proc, Scratch, router};
-use switchyard_tests::{free_port, plugins, wait_until, zmq_connect, zmq_relay_config};
+use switchyard_tests::{
+    free_port, plugins, wait_until, zmq_connect, zmq_relay_config, zmq_relay_config_with,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -477,19 +479,11 @@ fn a_publisher_restarting_on_its_endpoint_is_reconnected() {
     let scratch = Scratch::new("reconnect");
     let cfg = scratch.write(
         "router.toml",
-        &format!(
-            r#"
-[inputs.feed]
-zmq = {{ socket = "sub", connect = "tcp://127.0.0.1:{feed_port}", subscribe = [""] }}
-[outputs.out]
-zmq = {{ socket = "push", bind = "tcp://127.0.0.1:{out_port}" }}
-[[routes]]
-name = "relay"
-from = ["feed"]
-plugins = [{{ path = "{passthrough}" }}]
-to = ["out"]
-"#,
-            passthrough = plugins::PASSTHROUGH
+        &zmq_relay_config_with(
+            &format!(
+                r#"socket = "sub", connect = "tcp://127.0.0.1:{feed_port}", subscribe = [""]"#
+            ),
+            &format!(r#"socket = "push", bind = "tcp://127.0.0.1:{out_port}""#),
         ),
     );
     let proc = router(&cfg, &scratch.path("router.log"));

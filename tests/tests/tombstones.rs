@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use switchyard_tests::broker::{Broker, BrokerKind};
-use switchyard_tests::kafka::{Record, committed, read_all};
+use switchyard_tests::kafka::{Record, by_header_n, committed, read_all, send};
 use switchyard_tests::procs::{Scratch, router};
 use switchyard_tests::{on_both_brokers, plugins, wait_until};
 
@@ -53,30 +53,12 @@ fn produce(bootstrap: &str) {
         if !is_tombstone(i) {
             record = record.payload(payload.as_str());
         }
-        let mut record = Some(record);
-        while let Some(r) = record.take() {
-            if let Err((_, r)) = producer.send(r) {
-                producer.poll(Duration::from_millis(10));
-                record = Some(r);
-            }
-        }
+        send(&producer, record);
         producer.poll(Duration::ZERO);
     }
     producer
         .flush(Duration::from_secs(60))
         .expect("the records are delivered");
-}
-
-fn by_n(records: &[Record]) -> BTreeMap<usize, Vec<&Record>> {
-    let mut by = BTreeMap::<usize, Vec<&Record>>::new();
-    for r in records {
-        let n = r
-            .header("n")
-            .and_then(|n| n.parse().ok())
-            .expect("header n");
-        by.entry(n).or_default().push(r);
-    }
-    by
 }
 
 /// Checks that record `i` of `topic` arrived once, as it was sent.
@@ -176,8 +158,12 @@ dead_letter = "dead"
     let tagged = read_all(&bootstrap, "tagged", idle);
     let kept = read_all(&bootstrap, "kept", idle);
     let dead = read_all(&bootstrap, "dlq", idle);
-    let (compacted, tagged, kept, dead) =
-        (by_n(&compacted), by_n(&tagged), by_n(&kept), by_n(&dead));
+    let (compacted, tagged, kept, dead) = (
+        by_header_n(&compacted),
+        by_header_n(&tagged),
+        by_header_n(&kept),
+        by_header_n(&dead),
+    );
     let tombstones = (0..N).filter(|i| is_tombstone(*i)).count();
     eprintln!(
         "{N} records, {tombstones} tombstones ({kind:?}): passed {}, copied {}, kept {}, \

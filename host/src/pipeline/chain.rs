@@ -36,21 +36,20 @@ impl From<&PluginError> for Failure {
 /// A route's plugin in its chain: the route's name, the instance and its counters.
 pub(super) type Stage<'a> = (&'a str, &'a mut PluginInstance, &'a PluginStats);
 
-/// Tells the stage's circuit breaker how a batch fared (see `plugin/breaker.rs`), and logs
-/// and counts the change that makes, if any. A batch the plugin was not called for (its
-/// circuit open) is not counted.
-pub(super) fn breaker_record(
-    (route, plugin, stats): Stage<'_>,
-    verdicts: &[Result<Outcome, Failure>],
-) {
-    let all_failed = verdicts.iter().all(Result::is_err);
+/// How a batch fared through a plugin, for its circuit breaker: `Some(true)` if any
+/// message succeeded, `Some(false)` if every one failed, `None` if the plugin was not
+/// called for it (its circuit open) or it was empty.
+pub(super) fn fared(verdicts: &[Result<Outcome, Failure>]) -> Option<bool> {
     let not_called = verdicts
         .iter()
         .all(|v| matches!(v, Err(f) if f.kind == ErrorKind::Unavailable.as_str()));
-    if verdicts.is_empty() || not_called {
-        return;
-    }
-    let Some(change) = plugin.record_batch(!all_failed) else {
+    (!not_called).then(|| verdicts.iter().any(Result::is_ok))
+}
+
+/// Tells the stage's circuit breaker how a batch fared (see `plugin/breaker.rs`), and logs
+/// and counts the change that makes, if any.
+pub(super) fn breaker_record((route, plugin, stats): Stage<'_>, ok: bool) {
+    let Some(change) = plugin.record_batch(ok) else {
         return;
     };
     let name = plugin.plugin().name();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use switchyard_abi::{BatchWriter, Origin, Outcome};
 
-use super::chain::{Failure, Item, breaker_record, call, isolate, whole_batch};
+use super::chain::{Failure, Item, breaker_record, call, fared, isolate, whole_batch};
 use super::{Ack, Incoming, OutRecord, Refused, Returned, Returns, Sink};
 use crate::config::When;
 use crate::metrics::{PluginStats, RouteStats};
@@ -136,7 +136,7 @@ impl RouteRunner {
             {
                 // Every message passed: the items go on to the next plugin as they are.
                 Ok(None) => {
-                    breaker_record((route, plugin, plugin_stats), &[Ok(Outcome::Pass)]);
+                    breaker_record((route, plugin, plugin_stats), true);
                     continue;
                 }
                 Ok(Some(outcomes)) => outcomes.into_iter().map(Ok).collect(),
@@ -153,7 +153,9 @@ impl RouteRunner {
                 }
                 Err(e) => vec![Err(Failure::from(&e)); items.len()],
             };
-            breaker_record((route, plugin, plugin_stats), &verdicts);
+            if let Some(ok) = fared(&verdicts) {
+                breaker_record((route, plugin, plugin_stats), ok);
+            }
             let mut next = Vec::with_capacity(items.len());
             for ((i, item), verdict) in items.into_iter().zip(verdicts) {
                 match verdict {

@@ -188,10 +188,11 @@ impl ZmqSource {
                     break;
                 }
             }
-            let peer = (self.kind == ZmqSocketType::Router && !frames.is_empty())
-                .then(|| frames.remove(0).to_vec());
-            let routing = routing_envelope(&mut frames, self.kind);
-            let decoded = decode(&mut frames, self.kind, self.envelope, &self.endpoint);
+            let Received {
+                peer,
+                routing,
+                decoded,
+            } = received(&mut frames, self.kind, self.envelope, &self.endpoint);
             let Some(gateway) = &mut self.gateway else {
                 match decoded {
                     Ok(mut record) => {
@@ -311,19 +312,46 @@ fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> zmq::Res
     Ok(true)
 }
 
-/// What a `kind` input with `envelope` makes of a message of `frames` as received (a
-/// ROUTER's identity first): its record, the request id a gateway would remember it by,
-/// or why it is refused. The whole decoding path of [`ZmqSource::recv_batch`], for the
-/// fuzz targets (`crate::fuzzing`).
+/// A message as received, taken apart: a ROUTER's peer identity and routing envelope, and
+/// the record the rest decodes to (or why it does not).
+struct Received {
+    peer: Option<Vec<u8>>,
+    routing: Option<Vec<Vec<u8>>>,
+    decoded: Result<ZmqRecord, String>,
+}
+
+/// Takes `frames`, as a `kind` input with `envelope` received them, apart.
+fn received(
+    frames: &mut Vec<zmq::Message>,
+    kind: ZmqSocketType,
+    envelope: bool,
+    endpoint: &Arc<str>,
+) -> Received {
+    let peer =
+        (kind == ZmqSocketType::Router && !frames.is_empty()).then(|| frames.remove(0).to_vec());
+    let routing = routing_envelope(frames, kind);
+    let decoded = decode(frames, kind, envelope, endpoint);
+    Received {
+        peer,
+        routing,
+        decoded,
+    }
+}
+
+/// What a `kind` input with `envelope` makes of a message of `frames`, by the path
+/// [`ZmqSource::recv_batch`] takes: its record with its peer, and the request id a gateway
+/// would remember it by; or why it is refused. For the fuzz targets (`crate::fuzzing`).
 pub(crate) fn decode_received(
     mut frames: Vec<zmq::Message>,
     kind: ZmqSocketType,
     envelope: bool,
 ) -> Result<(ZmqRecord, Option<Vec<u8>>), String> {
-    let peer =
-        (kind == ZmqSocketType::Router && !frames.is_empty()).then(|| frames.remove(0).to_vec());
-    let routing = routing_envelope(&mut frames, kind);
-    let mut record = decode(&mut frames, kind, envelope, &Arc::from("tcp://127.0.0.1:1"))?;
+    let Received {
+        peer,
+        routing,
+        decoded,
+    } = received(&mut frames, kind, envelope, &Arc::from("tcp://127.0.0.1:1"));
+    let mut record = decoded?;
     record.peer = peer;
     let id = request_id(routing.as_deref(), &record);
     Ok((record, id))
