@@ -61,6 +61,7 @@ fn spec(
         stats: Arc::clone(&stats),
         reply_now: false,
         drop_refused: false,
+        pause_on_plugin_error: false,
     };
     (spec, stats)
 }
@@ -354,11 +355,12 @@ fn refused_records_are_dead_lettered_and_a_failed_delivery_holds_commits() {
     assert!(tracker.stalled());
 }
 
-/// Without a dead-letter output, a record an output refuses for good holds its partition's
-/// commits there by default (`on_produce_error = "hold"`), and is dropped and counted with
-/// `"drop"`; either way the messages after it are delivered.
+/// Without a dead-letter output, a record an output refuses for good stops its partition's
+/// commits there by default (`on_produce_error = "pause"`; the input then reads it again),
+/// and nothing after it on its partition is written ahead of it; with `"drop"` it is
+/// dropped and counted, and the messages after it are delivered.
 #[test]
-fn without_a_dead_letter_output_a_refused_record_holds_or_is_dropped_as_configured() {
+fn without_a_dead_letter_output_a_refused_record_pauses_or_is_dropped_as_configured() {
     for drop_refused in [false, true] {
         let out = MemorySink::with_rules(
             "out",
@@ -369,13 +371,19 @@ fn without_a_dead_letter_output_a_refused_record_holds_or_is_dropped_as_configur
         let (mut runner, _) = runner(spec, &[(plugins::PASSTHROUGH, &[])]);
         let tracker = run(&mut runner, &["ok-0", "big", "ok-2", "late", "ok-4"]);
         runner.settle_returns();
-        assert_eq!(out.texts(), ["ok-0", "ok-2", "ok-4"]);
         if drop_refused {
+            assert_eq!(out.texts(), ["ok-0", "ok-2", "ok-4"]);
             assert_eq!(tracker.committable(), Some(5), "dropped: committed past");
             assert_eq!(count(&stats.dropped), 2);
             assert!(!tracker.stalled());
         } else {
-            assert_eq!(tracker.committable(), Some(1), "held at the first refusal");
+            // Nothing after the refusal is written ahead of it: it is read again with it.
+            assert_eq!(out.texts(), ["ok-0"]);
+            assert_eq!(
+                tracker.committable(),
+                Some(1),
+                "stopped at the first refusal"
+            );
             assert_eq!(count(&stats.dropped), 0);
             assert!(tracker.stalled());
         }

@@ -155,6 +155,13 @@ fn each_kind_of_error_is_named_with_its_place() {
             "17:14: route `orders`: `reply_when` applies to routes that read a `router` input",
         ),
         (
+            "pause-on-plugin-error-from-zeromq",
+            "from = [\"orders\"]",
+            "from = [\"orders\", \"feed\"]\non_plugin_error = \"pause\"",
+            "route `orders`: `on_plugin_error = \"pause\"` needs at-least-once Kafka inputs, \
+             which can read a message again; input `feed` is not one",
+        ),
+        (
             "plugin-dir",
             "[kafka.main]",
             "plugin_dir = \"nowhere\"\n[kafka.main]",

@@ -34,7 +34,7 @@ use toml::Spanned;
 
 pub use admin::AdminConfig;
 pub use interpolate::interpolate;
-pub use route::{OnProduceError, PluginRef, ReplyWhen, RouteConfig, When};
+pub use route::{OnPluginError, OnProduceError, PluginRef, ReplyWhen, RouteConfig, When};
 pub use validate::validate;
 
 /// A problem found in a configuration file, with the byte offset it refers to.

@@ -32,9 +32,12 @@ pub struct RouteConfig {
     /// as the plugin gives it. Default `"ack"`.
     pub reply_when: Option<Spanned<ReplyWhen>>,
     /// For a route without `dead_letter`: what a record an output refuses for good does to
-    /// its input's commits. Default `"hold"`.
+    /// its input. Default `"pause"`.
     #[serde(default)]
     pub on_produce_error: OnProduceError,
+    /// What a message whose plugin failed (not a `reject`) does: `"dead-letter"` (the
+    /// default) or `"pause"` (its partition stops there and is read again after a pause).
+    pub on_plugin_error: Option<Spanned<OnPluginError>>,
 }
 
 impl RouteConfig {
@@ -116,12 +119,26 @@ pub enum ReplyWhen {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnProduceError {
-    /// Its input's partition commits nothing past it: it is read again after a restart or
-    /// a rebalance, once the cause is mended (or a `dead_letter` added). The log and
-    /// `/health/ready` say so.
+    /// Its input's partition stops there and is read again from it after a pause that
+    /// grows with each attempt, until the cause is mended (or a `dead_letter` added by a
+    /// reload). The log and `/health/ready` say so.
     #[default]
-    Hold,
+    Pause,
     /// It is dropped and counted (`switchyard_route_messages_dropped_total`), and the input
     /// commits past it.
     Drop,
+}
+
+/// What a route does with a message whose plugin failed (a trap, a timeout, an open
+/// circuit, an undeclared destination; never a `reject`, which is the plugin's answer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnPluginError {
+    /// It goes to the route's dead-letter output (or is dropped without one).
+    #[default]
+    DeadLetter,
+    /// Its input's partition stops there and is read again from it after a pause that
+    /// grows with each attempt, until the plugin is mended: for pipelines where a dead
+    /// letter is not acceptable. At-least-once Kafka inputs only.
+    Pause,
 }

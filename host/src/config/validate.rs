@@ -208,6 +208,29 @@ pub fn validate(
                 ));
             }
         }
+        if let Some(on) = &r.on_plugin_error
+            && *on.get_ref() == super::OnPluginError::Pause
+        {
+            // Only a Kafka input can read a message again; an exactly-once one aborts
+            // instead.
+            let rereadable = |input: &Spanned<String>| {
+                config
+                    .inputs
+                    .get(input.get_ref())
+                    .and_then(|i| i.get_ref().kafka.as_ref())
+                    .is_some_and(|k| !k.get_ref().exactly_once())
+            };
+            if let Some(input) = r.from.iter().find(|i| !rereadable(i)) {
+                p(Located::on(
+                    on,
+                    format!(
+                        "{what}: `on_plugin_error = \"pause\"` needs at-least-once Kafka inputs, \
+                         which can read a message again; input `{}` is not one",
+                        input.get_ref()
+                    ),
+                ));
+            }
+        }
         for plugin in &r.plugins {
             check_plugin(&what, plugin, base_dir, runtime, &mut p);
         }

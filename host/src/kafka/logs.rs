@@ -84,6 +84,24 @@ pub fn error(error: &KafkaError, reason: &str) {
     }
 }
 
+/// A record output `output` could not deliver (`error`), with what becomes of it
+/// (`then`): at WARN for a refusal the route dead-letters, at ERROR otherwise, at most one
+/// line per output and error per [`EVERY`].
+pub fn delivery(output: &str, error: &KafkaError, refused: bool, then: &str) {
+    let code = error
+        .rdkafka_error_code()
+        .map_or_else(|| "other".to_owned(), |c| format!("{c:?}"));
+    let Some(held) = admit(format!("delivery {output} {code}")) else {
+        return;
+    };
+    let more = held_back(held);
+    if refused {
+        tracing::warn!(output, error = %error, "{then}{more}");
+    } else {
+        tracing::error!(output, error = %error, "{then}{more}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,13 +4,14 @@
 //! Guarantee: **at-least-once** from a Kafka input. An input offset is stored for commit
 //! only after every record it produced, and its dead-letter record, is acknowledged by the
 //! broker, contiguously per partition; librdkafka commits stored offsets every second, on
-//! partition revoke and at shutdown. Order is kept per input partition. Records whose
-//! delivery fails hold their partition's commits back, so they are read again after a
-//! restart.
+//! partition revoke and at shutdown. Order is kept per input partition. A record that
+//! could not be written stops its partition there: it is read again from that record
+//! after a growing pause (see `rewind`).
 
 mod apache;
 mod embedded;
 mod logs;
+mod rewind;
 mod sink;
 mod source;
 mod transaction;

@@ -52,11 +52,16 @@ impl ProducerContext for AckContext {
         };
         self.stats.error(&error_name(e));
         let Some(ack) = ack.0 else {
-            tracing::error!(output = %self.output, error = %e, "delivery failed");
+            super::logs::delivery(&self.output, e, false, "delivery failed");
             return;
         };
         if is_permanent(e) {
-            tracing::warn!(output = %self.output, error = %e, "the broker refused a record; it goes to its route's dead-letter output");
+            super::logs::delivery(
+                &self.output,
+                e,
+                true,
+                "the broker refused a record; it goes to its route's dead-letter output",
+            );
             ack.refused(|ack| Returned {
                 output: self.output.to_string(),
                 reason: e.to_string(),
@@ -73,7 +78,12 @@ impl ProducerContext for AckContext {
                 ack,
             });
         } else {
-            tracing::error!(output = %self.output, error = %e, "delivery failed; the input will not commit past this message");
+            super::logs::delivery(
+                &self.output,
+                e,
+                false,
+                "delivery failed; the input reads its message again from there",
+            );
             ack.fail_with("delivery", || format!("output `{}`: {e}", self.output));
         }
     }

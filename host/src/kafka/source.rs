@@ -16,11 +16,12 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard_abi::Origin;
 
+use super::rewind::Rewinds;
 use super::transaction::{self, Shared};
 use crate::metrics::InputStats;
 use crate::pipeline::{Ack, Incoming, PartitionTracker};
 
-type Trackers = Arc<Mutex<HashMap<(String, i32), Arc<PartitionTracker>>>>;
+pub(super) type Trackers = Arc<Mutex<HashMap<(String, i32), Arc<PartitionTracker>>>>;
 
 /// How long a revoke waits for in-flight messages before giving their partitions up.
 const REVOKE_DRAIN: Duration = Duration::from_secs(30);
@@ -275,29 +276,15 @@ fn drain(trackers: &[Arc<PartitionTracker>], deadline: Instant, settle: &mut dyn
 /// Stores the committable offset of every tracked partition.
 fn store(consumer: &BaseConsumer<SourceContext>, trackers: &Trackers, input: &str) {
     let mut tpl = TopicPartitionList::new();
-    let mut held = Vec::new();
     {
         let all = trackers.lock().unwrap_or_else(PoisonError::into_inner);
         for ((topic, partition), tracker) in all.iter() {
             if let Some(offset) = tracker.committable() {
                 // Cannot fail for a valid offset.
                 let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset));
-                if tracker.stalled() {
-                    held.push(format!("{topic}/{partition} at offset {offset}"));
-                }
             }
         }
     }
-    // A partition whose commits stop at a record that could not be written is shown by
-    // `/health/ready` until the partition goes (a restart, a rebalance) with it.
-    let problem = (!held.is_empty()).then(|| {
-        format!(
-            "commits are held at a record that could not be written (see the log), on {}; \
-             it is read again after a restart or a rebalance",
-            held.join(", ")
-        )
-    });
-    consumer.context().stats.set_problem("held", problem);
     if tpl.count() > 0
         && let Err(e) = consumer.store_offsets(&tpl)
     {
@@ -314,6 +301,8 @@ pub struct KafkaSource {
     topics: Vec<String>,
     /// Whether one topic is consumed, so a partition number alone names a partition.
     single_topic: bool,
+    /// Partitions stopped at a record that could not be written.
+    rewinds: Mutex<Rewinds>,
 }
 
 impl KafkaSource {
@@ -356,6 +345,7 @@ impl KafkaSource {
             consumer,
             trackers,
             single_topic: topics.len() == 1,
+            rewinds: Mutex::default(),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
         })
     }
@@ -392,6 +382,11 @@ impl KafkaSource {
             && context.stats.has_problem("topics")
         {
             self.check_topics();
+        }
+        {
+            // What was polled from a stopped partition is read again once it resumes.
+            let rewinds = self.rewinds.lock().unwrap_or_else(PoisonError::into_inner);
+            polled.retain(|m| !rewinds.holds(m.topic(), m.partition()));
         }
         if context.revoked.load(Ordering::Acquire) {
             match self.consumer.assignment() {
@@ -487,8 +482,17 @@ impl KafkaSource {
         )
     }
 
-    /// Stores the offsets that became committable.
+    /// Stores the offsets that became committable; stops the partitions where a record
+    /// could not be written, and reads them again from there when their time comes.
     pub fn store_progress(&self) {
+        self.rewinds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .watch(
+                &self.consumer,
+                &self.trackers,
+                (&self.name, &self.consumer.context().stats),
+            );
         store(&self.consumer, &self.trackers, &self.name);
     }
 

@@ -18,7 +18,7 @@ impl Metrics {
     pub fn render(&self, loaded: Option<Loaded<'_>>) -> String {
         let mut out = String::with_capacity(8192);
         let routes = snapshot(&self.routes);
-        let route_counters: [(&str, &str, RouteCounter); 6] = [
+        let route_counters: [(&str, &str, RouteCounter); 7] = [
             (
                 "switchyard_route_messages_in_total",
                 "Messages that matched the route.",
@@ -48,6 +48,13 @@ impl Metrics {
                 "switchyard_route_dead_letters_total",
                 "Records written to the route's dead-letter output.",
                 |s| &s.dead_lettered,
+            ),
+            (
+                "switchyard_route_messages_paused_total",
+                "Messages that stopped their input partition to be read again: a plugin \
+                 failed (on_plugin_error = \"pause\"), or an output refused a record the \
+                 route has nowhere else to send (on_produce_error = \"pause\").",
+                |s| &s.paused,
             ),
         ];
         for (name, help, field) in route_counters {

@@ -106,6 +106,8 @@ pub struct RouteStats {
     pub failed: AtomicU64,
     /// Records written to the dead-letter output.
     pub dead_lettered: AtomicU64,
+    /// Messages that stopped their input partition, to be read again.
+    pub paused: AtomicU64,
     /// Messages per batch that matched the route.
     pub batch_size: Histogram,
 }
@@ -119,6 +121,7 @@ impl Default for RouteStats {
             rejected: AtomicU64::default(),
             failed: AtomicU64::default(),
             dead_lettered: AtomicU64::default(),
+            paused: AtomicU64::default(),
             batch_size: Histogram::new(&BATCH_BOUNDS),
         }
     }

@@ -5,8 +5,8 @@
 //! Each run of consecutive messages from one partition in a batch shares one [`Ack`]; every
 //! record sent on behalf of one of them holds a clone until its sink confirms delivery. When
 //! the last clone is dropped, the run is complete. A failed delivery marks the run failed,
-//! and the partition never commits past its first offset: the run is read again after a
-//! restart. One acknowledgement per run rather than per message saves an allocation and two
+//! and the partition never commits past its first offset: the input reads the run again
+//! (a Kafka input pauses the partition and seeks back to it). One acknowledgement per run rather than per message saves an allocation and two
 //! lock round trips per message; the price is that a failure re-reads the whole run.
 //!
 //! A route sends its records with an acknowledgement of its own, a child of the input's
@@ -20,7 +20,7 @@
 //! the input, which answers the sender.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::request::{Request, Stored};
@@ -79,13 +79,21 @@ impl PartitionTracker {
                 tracker: Arc::clone(self),
                 offset: first,
             },
-            failed: AtomicBool::new(false),
+            failed: AtomicI64::new(NOT_FAILED),
             returns: None,
             dead_letter: false,
         }))
     }
 
-    fn complete(&self, offset: i64, failed: bool) {
+    /// Notes that the message at `offset` could not be written: commits stop there.
+    fn failed(&self, offset: i64) {
+        let mut s = self.lock();
+        s.failed_at = Some(s.failed_at.map_or(offset, |f| f.min(offset)));
+    }
+
+    /// Completes the run starting at `offset`; `failed` is the offset of its first
+    /// message that could not be written, if one could not.
+    fn complete(&self, offset: i64, failed: Option<i64>) {
         let mut s = self.lock();
         // The first read of this offset that is not complete yet.
         let from = s.window.partition_point(|(o, _)| *o < offset);
@@ -101,8 +109,10 @@ impl PartitionTracker {
         while s.window.front().is_some_and(|(_, done)| *done) {
             s.window.pop_front();
         }
-        if failed {
-            s.failed_at = Some(s.failed_at.map_or(offset, |f| f.min(offset)));
+        // Already noted when the failure happened; noted here too under the same lock as
+        // the completion, so no commit can ever see one without the other.
+        if let Some(at) = failed {
+            s.failed_at = Some(s.failed_at.map_or(at, |f| f.min(at)));
         }
     }
 
@@ -121,16 +131,28 @@ impl PartitionTracker {
         self.lock().pending
     }
 
+    /// The lowest offset whose delivery failed, if one did: commits stop there.
+    pub fn failed_at(&self) -> Option<i64> {
+        self.lock().failed_at
+    }
+
     /// Whether a delivery failed and commits are held back.
     pub fn stalled(&self) -> bool {
         self.lock().failed_at.is_some()
     }
 }
 
+/// [`Pending::failed`] of a run that has not failed.
+const NOT_FAILED: i64 = i64::MAX;
+/// [`Pending::failed`] of a run that failed at a message not known: from its start.
+const WHOLE_RUN: i64 = i64::MIN;
+
 #[derive(Debug)]
 struct Pending {
     owner: Owner,
-    failed: AtomicBool,
+    /// The offset of the first message that could not be written ([`NOT_FAILED`] while
+    /// none; [`WHOLE_RUN`] when which one is not known).
+    failed: AtomicI64,
     /// Where a record refused for good goes back to (a route's child acknowledgement).
     returns: Option<Arc<Returns>>,
     /// Whether it travels with a dead letter (a request's records say which is which).
@@ -154,11 +176,17 @@ enum Owner {
 impl Drop for Pending {
     fn drop(&mut self) {
         let failed = self.failed.load(Ordering::Acquire);
+        let failed = (failed != NOT_FAILED).then_some(failed);
         match &self.owner {
-            Owner::Tracker { tracker, offset } => tracker.complete(*offset, failed),
-            Owner::Parent(parent) if failed => parent.fail(),
-            Owner::Parent(_) => {}
-            Owner::Request(request) => request.settle(failed),
+            Owner::Tracker { tracker, offset } => {
+                tracker.complete(*offset, failed.map(|at| at.max(*offset)));
+            }
+            Owner::Parent(parent) => {
+                if let Some(at) = failed {
+                    parent.fail_at(at);
+                }
+            }
+            Owner::Request(request) => request.settle(failed.is_some()),
         }
     }
 }
@@ -203,7 +231,7 @@ impl Ack {
     pub fn request(request: Arc<Request>) -> Ack {
         Ack(Arc::new(Pending {
             owner: Owner::Request(request),
-            failed: AtomicBool::new(false),
+            failed: AtomicI64::new(NOT_FAILED),
             returns: None,
             dead_letter: false,
         }))
@@ -211,7 +239,23 @@ impl Ack {
 
     /// Marks the run failed: its partition will not commit past its first offset.
     pub fn fail(&self) {
-        self.0.failed.store(true, Ordering::Release);
+        self.fail_at(WHOLE_RUN);
+    }
+
+    /// Marks the run failed from its message at `offset` on: its partition will not
+    /// commit past that offset (the messages before it in the run are written).
+    pub fn fail_at(&self, offset: i64) {
+        self.0.failed.fetch_min(offset, Ordering::AcqRel);
+        // Said at once, not only once the run completes: the input stops reading the
+        // partition before its next batch.
+        match &self.0.owner {
+            Owner::Tracker {
+                tracker,
+                offset: first,
+            } => tracker.failed(offset.max(*first)),
+            Owner::Parent(parent) => parent.fail_at(offset),
+            Owner::Request(_) => {}
+        }
     }
 
     /// Marks the run failed, and tells a replying input's sender why: an error `kind`
@@ -255,7 +299,7 @@ impl Ack {
         }
         Ack(Arc::new(Pending {
             owner: Owner::Parent(self.clone()),
-            failed: AtomicBool::new(false),
+            failed: AtomicI64::new(NOT_FAILED),
             returns: None,
             dead_letter: true,
         }))
@@ -266,7 +310,7 @@ impl Ack {
     pub fn child(&self, returns: &Arc<Returns>) -> Ack {
         Ack(Arc::new(Pending {
             owner: Owner::Parent(self.clone()),
-            failed: AtomicBool::new(false),
+            failed: AtomicI64::new(NOT_FAILED),
             returns: Some(Arc::clone(returns)),
             dead_letter: false,
         }))

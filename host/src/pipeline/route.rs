@@ -32,9 +32,12 @@ pub struct RouteSpec {
     /// records are acknowledged (`reply_when = "immediate"`).
     pub reply_now: bool,
     /// Without a dead-letter output: whether a record an output refuses for good is
-    /// dropped and counted (`on_produce_error = "drop"`), rather than holding its input
-    /// partition's commits there.
+    /// dropped and counted (`on_produce_error = "drop"`), rather than stopping its input
+    /// partition there.
     pub drop_refused: bool,
+    /// Whether a message whose plugin failed stops its input partition there, to be read
+    /// again (`on_plugin_error = "pause"`), rather than going to the dead-letter output.
+    pub pause_on_plugin_error: bool,
 }
 
 /// Why a message goes to the dead-letter output.
@@ -218,8 +221,12 @@ impl RouteRunner {
         // comes back here; and records refused at once, by message.
         let mut children: Vec<(Ack, Ack)> = Vec::new();
         let mut refused: Vec<(usize, Refused)> = Vec::new();
+        let mut stops = self.stops(batch, &dead);
+        // Without a dead-letter output, a record refused at once stops its partition
+        // (`on_produce_error = "pause"`): nothing after it is written ahead of it.
+        let refusal_stops = self.spec.dead_letter.is_none() && !self.spec.drop_refused;
         for (i, item) in items {
-            if dead.contains_key(&i) {
+            if dead.contains_key(&i) || stopped_before(&stops, i, &batch[i]) {
                 continue;
             }
             let m = &batch[i];
@@ -263,11 +270,20 @@ impl RouteRunner {
                     }
                 }
             }
+            if refusal_stops
+                && refused.last().is_some_and(|(j, _)| *j == i)
+                && let Some(p) = partition(m)
+                && !stops.iter().any(|(_, q)| *q == p)
+            {
+                stops.push((i, p));
+            }
         }
 
         drop(children);
         for (i, why) in dead {
-            self.dead_letter(&batch[i], &why);
+            if !stopped_before(&stops, i, &batch[i]) {
+                self.dead_letter(&batch[i], &why);
+            }
         }
         for (i, refusal) in refused {
             self.dead_letter(
@@ -275,6 +291,29 @@ impl RouteRunner {
                 &DeadLetter::produce(&refusal.output, &refusal.reason),
             );
         }
+    }
+
+    /// With `on_plugin_error = "pause"`, the first message of each input partition whose
+    /// plugin failed, by index: its partition stops there, and the messages after it are
+    /// read again with it, so none of them is written (or dead-lettered) ahead of it.
+    fn stops<'b, M: Incoming>(
+        &self,
+        batch: &'b [M],
+        dead: &BTreeMap<usize, DeadLetter>,
+    ) -> Vec<(usize, (&'b str, i32))> {
+        if !self.spec.pause_on_plugin_error {
+            return Vec::new();
+        }
+        let mut stops: Vec<(usize, (&str, i32))> = Vec::new();
+        for (&i, why) in dead {
+            if why.kind != "reject"
+                && let Some(p) = partition(&batch[i])
+                && !stops.iter().any(|(_, q)| *q == p)
+            {
+                stops.push((i, p));
+            }
+        }
+        stops
     }
 
     /// Dead-letters the records this route's outputs refused after accepting them (kind
@@ -295,7 +334,7 @@ impl RouteRunner {
                 request.failed(why.kind, &why.reason);
             }
             let Some(sink) = &self.spec.dead_letter else {
-                self.refused_without_dead_letter(&why, &ack);
+                self.refused_without_dead_letter(None, &why, &ack);
                 continue;
             };
             headers.extend(
@@ -345,21 +384,31 @@ impl RouteRunner {
 
     /// A record refused for good by an output of a route without a dead-letter output:
     /// dropped and counted with `on_produce_error = "drop"`; otherwise its input partition
-    /// commits nothing past it (`"hold"`, the default), and `/health/ready` says so.
-    fn refused_without_dead_letter(&self, why: &DeadLetter, ack: &Ack) {
+    /// stops there and reads it again later (`"pause"`, the default).
+    fn refused_without_dead_letter(&self, at: Option<i64>, why: &DeadLetter, ack: &Ack) {
         let route = &self.spec.name;
         if self.spec.drop_refused {
             RouteStats::add(&self.spec.stats.dropped, 1);
             tracing::warn!(%route, reason = %why.reason, "a record was refused for good and the route has no dead_letter output; it is dropped (on_produce_error = \"drop\")");
         } else {
-            tracing::error!(%route, reason = %why.reason, "a record was refused for good and the route has no dead_letter output; its partition commits nothing past it (on_produce_error = \"hold\")");
-            ack.fail();
+            RouteStats::add(&self.spec.stats.paused, 1);
+            tracing::error!(%route, reason = %why.reason, "a record was refused for good and the route has no dead_letter output; its partition stops there and reads it again later (on_produce_error = \"pause\")");
+            fail(at, ack);
         }
     }
 
     /// Writes the original message, with context headers, to the dead-letter output.
     fn dead_letter<M: Incoming>(&self, m: &M, why: &DeadLetter) {
         let stats = &self.spec.stats;
+        if self.spec.pause_on_plugin_error
+            && !matches!(why.kind, "reject" | "produce")
+            && let Some(ack) = m.ack()
+        {
+            RouteStats::add(&stats.paused, 1);
+            tracing::warn!(route = %self.spec.name, plugin = %why.plugin, kind = why.kind, reason = %why.reason, "a plugin failed on a message; its partition stops there and reads it again later (on_plugin_error = \"pause\")");
+            fail_message(m, ack);
+            return;
+        }
         if let Some(request) = m.ack().and_then(Ack::replying) {
             match why.kind {
                 "reject" => request.rejected(&why.plugin, &why.reason),
@@ -368,7 +417,9 @@ impl RouteRunner {
         }
         let Some(sink) = &self.spec.dead_letter else {
             match m.ack() {
-                Some(ack) if why.kind == "produce" => self.refused_without_dead_letter(why, ack),
+                Some(ack) if why.kind == "produce" => {
+                    self.refused_without_dead_letter(offset(m), why, ack)
+                }
                 _ => {
                     tracing::warn!(route = %self.spec.name, kind = why.kind, reason = %why.reason, "message failed and the route has no dead_letter output; it is dropped");
                 }
@@ -394,7 +445,10 @@ impl RouteRunner {
                 // Never commit past a message that is neither delivered nor dead-lettered.
                 tracing::error!(route = %self.spec.name, "dead letter not written; the input will not commit past this message: {e:#}");
                 if let Some(ack) = m.ack() {
-                    ack.fail_with("dead_letter", || format!("dead letter not written: {e:#}"));
+                    if let Some(request) = ack.replying() {
+                        request.failed("dead_letter", &format!("dead letter not written: {e:#}"));
+                    }
+                    fail_message(m, ack);
                 }
             }
         }
@@ -402,6 +456,44 @@ impl RouteRunner {
 }
 
 /// Owned headers, borrowed as a record holds them.
+/// The Kafka partition message `m` was read from, if it was.
+fn partition<M: Incoming>(m: &M) -> Option<(&str, i32)> {
+    match m.origin() {
+        Origin::Kafka {
+            topic, partition, ..
+        } => Some((topic, partition)),
+        _ => None,
+    }
+}
+
+/// The Kafka offset message `m` was read at, if it was.
+fn offset<M: Incoming>(m: &M) -> Option<i64> {
+    match m.origin() {
+        Origin::Kafka { offset, .. } => Some(offset),
+        _ => None,
+    }
+}
+
+/// Marks a run failed from its message at offset `at` on (from its start when `at` is not
+/// known): its partition stops there.
+fn fail(at: Option<i64>, ack: &Ack) {
+    match at {
+        Some(offset) => ack.fail_at(offset),
+        None => ack.fail(),
+    }
+}
+
+/// Marks `m`'s run failed from `m` on.
+fn fail_message<M: Incoming>(m: &M, ack: &Ack) {
+    fail(offset(m), ack);
+}
+
+/// Whether message `i` comes after a stop (see [`RouteRunner::stops`]) of its partition.
+fn stopped_before<M: Incoming>(stops: &[(usize, (&str, i32))], i: usize, m: &M) -> bool {
+    !stops.is_empty()
+        && partition(m).is_some_and(|p| stops.iter().any(|(at, q)| *at < i && *q == p))
+}
+
 fn borrow_headers(headers: &[switchyard_abi::Header]) -> Vec<(&str, Option<&[u8]>)> {
     headers
         .iter()

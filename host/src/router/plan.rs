@@ -322,6 +322,10 @@ impl Planner<'_> {
                         .as_ref()
                         .is_some_and(|w| *w.get_ref() == crate::config::ReplyWhen::Immediate),
                     drop_refused: route.on_produce_error == crate::config::OnProduceError::Drop,
+                    pause_on_plugin_error: route
+                        .on_plugin_error
+                        .as_ref()
+                        .is_some_and(|o| *o.get_ref() == crate::config::OnPluginError::Pause),
                 };
                 let chain = if self.router.options.native_identity {
                     &[][..]
