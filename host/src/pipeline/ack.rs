@@ -331,7 +331,7 @@ impl Ack {
 
     /// Hands a record refused for good back to the route that sent it; the run completes
     /// once the route has dead-lettered it. Without a route to hand it to, the run fails
-    /// (its partition holds its commits there).
+    /// (its partition stops there).
     pub fn refused(self, returned: impl FnOnce(Ack) -> Returned) {
         match self.0.returns.clone() {
             Some(returns) => returns
