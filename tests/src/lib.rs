@@ -11,6 +11,7 @@ use switchyard_abi::{BatchWriter, Origin, Outcome};
 
 pub mod admin;
 pub mod broker;
+pub mod chaos;
 pub mod kafka;
 pub mod memory;
 pub mod procs;

@@ -663,16 +663,6 @@ dead_letter = "dead"
     router.stop();
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 fn memory_stays_flat_over_two_hundred_reloads(kind: BrokerKind) {
     let broker = Broker::start(kind, &["in:4", "out:4", "dead:1"]);
     let bootstrap = broker.bootstrap().to_owned();
@@ -709,10 +699,10 @@ fn memory_stays_flat_over_two_hundred_reloads(kind: BrokerKind) {
             delivered.fetch_add(10, Ordering::Relaxed);
         }
         if i == 10 {
-            rss_at_10 = rss_kib(router.proc.pid());
+            rss_at_10 = switchyard_tests::chaos::rss_kib(router.proc.pid());
         }
     }
-    let rss_at_200 = rss_kib(router.proc.pid());
+    let rss_at_200 = switchyard_tests::chaos::rss_kib(router.proc.pid());
     let n = delivered.load(Ordering::Relaxed) as usize;
     assert_eq!(read_topic(&bootstrap, "out", n, READ).len(), n);
     println!("resident memory: {rss_at_10} KiB after 10 reloads, {rss_at_200} KiB after 200");

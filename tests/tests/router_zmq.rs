@@ -383,16 +383,6 @@ to = ["orders"]
     stop(proc);
 }
 
-/// A router's resident memory, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// A PUSH output with no peer holds its Kafka input back: nothing is committed past what
 /// was sent, memory stays bounded, and a peer that connects later receives every record,
 /// in order.
@@ -430,7 +420,7 @@ to = ["workers"]
     let committed = || switchyard_tests::kafka::committed(&bootstrap, "no-peer", "jobs");
     // No peer: for five seconds, nothing may be committed as if it had been sent.
     let leaked = wait_until(Duration::from_secs(5), || committed() > 0);
-    let rss = rss_mib(proc.pid());
+    let rss = switchyard_tests::chaos::rss_kib(proc.pid()) as f64 / 1024.0;
     assert!(!leaked, "committed {} with no peer to send to", committed());
 
     let ctx = zmq::Context::new();
