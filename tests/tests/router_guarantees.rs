@@ -233,7 +233,49 @@ fn sigkill_five_times_at_random_moments_loses_nothing(kind: BrokerKind) {
     drop(proc);
 }
 
+/// The broker frozen (SIGSTOP) for 30 s while a stream flows in: the router rides it out
+/// and goes on by itself, losing nothing, its memory bounded (the producer's queue and the
+/// input's back-pressure, not a growing buffer).
+fn a_30_s_broker_outage_under_load_loses_nothing(kind: BrokerKind) {
+    const N: u64 = 120_000;
+    let broker = Broker::start(kind, &["in:8", "out:8"]);
+    let bootstrap = broker.bootstrap().to_owned();
+    let scratch = Scratch::new("outage");
+    let cfg = scratch.write("router.toml", &config(&bootstrap));
+    let proc = start(&cfg, &scratch, "router.log");
+    let rss = RssWatch::start(proc.pid());
+    let producer = PacedProducer::start(&bootstrap, "in", N, 3_000);
+    let out = || topic_size(&bootstrap, "out");
+    assert!(
+        wait_until(DEADLINE, || out() >= N as i64 / 10),
+        "the stream did not start"
+    );
+    broker.pause();
+    std::thread::sleep(Duration::from_secs(30));
+    broker.resume();
+    let back = std::time::Instant::now();
+    let at_thaw = out();
+    let resumed = time_to(DEADLINE, back, || out() > at_thaw)
+        .expect("the router did not write again after the outage");
+    producer.finish();
+    assert!(
+        wait_until(DEADLINE, || committed(&bootstrap, "guarantees", "in")
+            == N as i64),
+        "the stream was not committed after the outage"
+    );
+    let outcome = Outcome {
+        audit: audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N),
+        recoveries: vec![resumed],
+        peak_rss_mib: rss.peak_mib(),
+    };
+    let label = format!("broker frozen 30 s under load ({kind:?})");
+    outcome.report(&label);
+    outcome.assert_at_least_once(&label, 512.0);
+    drop(proc);
+}
+
 switchyard_tests::on_both_brokers!(
+    a_30_s_broker_outage_under_load_loses_nothing,
     sigkill_five_times_at_random_moments_loses_nothing,
     sigkill_mid_stream_loses_nothing,
     sigterm_drains_and_a_restart_duplicates_nothing,
