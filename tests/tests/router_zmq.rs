@@ -3,9 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use switchyard_tests::admin::metric;
 use switchyard_tests::broker::{Broker, BrokerKind};
+use switchyard_tests::chaos::RssWatch;
 use switchyard_tests::kafka::{Input, produce, read_topic};
-use switchyard_tests::procs::{Proc, Scratch, router};
+use switchyard_tests::procs::{Proc, Scratch, router, router_env};
 use switchyard_tests::{
     free_port, plugins, wait_until, zmq_connect, zmq_relay_config, zmq_relay_config_with,
 };
@@ -732,6 +734,69 @@ fn garbage_from_a_peer_is_counted_not_logged_line_by_line() {
     assert!(
         (1..=2).contains(&lines),
         "{lines} lines for 2 000 malformed messages:\n{text}"
+    );
+    stop(proc);
+}
+
+/// A 100 MiB message to an input with the default `max_message_bytes` (16 MiB): libzmq cuts
+/// the peer off before the message is read, so the router never holds it; the disconnect is
+/// counted and said, the peer reconnects, and the messages around it arrive.
+#[test]
+fn a_message_over_max_message_bytes_is_refused_and_counted() {
+    let (in_port, out_port) = (free_port(), free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let scratch = Scratch::new("zmq-oversize");
+    let cfg = scratch.write(
+        "router.toml",
+        &zmq_relay_config(
+            in_port,
+            &format!(r#"socket = "push", bind = "tcp://127.0.0.1:{out_port}""#),
+        ),
+    );
+    let log = scratch.path("router.log");
+    let proc = router_env(
+        &cfg,
+        &log,
+        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
+    );
+    let ctx = zmq::Context::new();
+    let pull = zmq_connect(&ctx, zmq::PULL, out_port);
+    let push = zmq_connect(&ctx, zmq::PUSH, in_port);
+    push.send("before", 0).expect("send");
+    assert_eq!(
+        receive(&pull, 1).first().map(|m| m[0].clone()),
+        Some(b"before".to_vec())
+    );
+    let rss = RssWatch::start(proc.pid());
+    push.send(vec![b'x'; 100 << 20], 0)
+        .expect("send the large message");
+    let series = "switchyard_zmq_peer_disconnects_total{input=\"feed\"}";
+    assert!(
+        wait_until(Duration::from_secs(60), || metric(&admin, series) >= 1.0),
+        "the cut-off peer was not counted"
+    );
+    push.send("after", 0).expect("send");
+    let got = receive(&pull, 1);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!(
+        "a 100 MiB message over the 16 MiB limit: {} disconnect(s) counted; router peak RSS \
+         {:.0} MiB meanwhile",
+        metric(&admin, series),
+        rss.peak_mib()
+    );
+    assert_eq!(
+        got.first().map(|m| m[0].clone()),
+        Some(b"after".to_vec()),
+        "{text}"
+    );
+    assert!(
+        text.contains("max_message_bytes"),
+        "not said in the log:\n{text}"
+    );
+    assert!(
+        rss.peak_mib() < 100.0,
+        "the router held the message: {:.0} MiB",
+        rss.peak_mib()
     );
     stop(proc);
 }

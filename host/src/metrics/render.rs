@@ -209,7 +209,7 @@ impl Metrics {
                 );
             }
         }
-        let reply_counters: [(&str, &str, InputCounter); 2] = [
+        let reply_counters: [(&str, &str, InputCounter); 3] = [
             (
                 "switchyard_zmq_replies_duplicate_total",
                 "Requests answered with the result of an earlier one with the same id.",
@@ -219,6 +219,12 @@ impl Metrics {
                 "switchyard_zmq_replies_unroutable_total",
                 "Answers whose client had gone away.",
                 |s| &s.unroutable,
+            ),
+            (
+                "switchyard_zmq_peer_disconnects_total",
+                "Peers of a ZeroMQ input that disconnected, those libzmq cut off for a message \
+                 over `max_message_bytes` included.",
+                |s| &s.disconnects,
             ),
         ];
         for (name, help, field) in reply_counters {

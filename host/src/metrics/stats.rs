@@ -222,6 +222,9 @@ pub struct InputStats {
     pub duplicates: AtomicU64,
     /// Answers that found their client gone.
     pub unroutable: AtomicU64,
+    /// Peers of a ZeroMQ input that disconnected (libzmq cuts off one that sends a message
+    /// larger than `max_message_bytes`).
+    pub disconnects: AtomicU64,
     /// An exactly-once input's transactions.
     pub transactions: TransactionStats,
 }

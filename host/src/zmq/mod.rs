@@ -26,6 +26,7 @@
 
 mod envelope;
 mod gateway;
+mod monitor;
 mod sink;
 mod source;
 

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use switchyard_abi::Origin;
 
 use super::envelope;
 use super::gateway::{Gateway, Limits};
+use super::monitor::Monitor;
 use crate::config::{ReplyMode, ZmqEndpoint, ZmqSocketType};
 use crate::metrics::InputStats;
 use crate::pipeline::{Ack, Incoming};
@@ -80,6 +82,8 @@ pub struct ZmqSource {
     gateway: Option<Gateway>,
     /// False once the input stops taking requests (a replying input still answers).
     receiving: bool,
+    /// The peers the socket loses.
+    monitor: Option<Monitor>,
 }
 
 impl ZmqSource {
@@ -109,7 +113,13 @@ impl ZmqSource {
                 Some(Gateway::new(limits, Arc::clone(stats))?)
             }
         };
+        let max_message_bytes = config
+            .max_message_bytes
+            .unwrap_or(ZmqEndpoint::MAX_MESSAGE_BYTES);
+        let monitor = Monitor::start(ctx, &socket, Arc::clone(stats), max_message_bytes)
+            .with_context(|| format!("input `{name}`"))?;
         Ok(ZmqSource {
+            monitor: Some(monitor),
             skips: Skips::default(),
             socket: Some(socket),
             endpoint: super::endpoint_label(config).into(),
@@ -150,17 +160,26 @@ impl ZmqSource {
             zmq::PollEvents::empty()
         };
         let mut items = vec![socket.as_poll_item(events)];
+        if let Some(monitor) = &self.monitor {
+            items.push(monitor.poll_item());
+        }
         if let Some(gateway) = &self.gateway {
             items.push(zmq::PollItem::from_fd(gateway.wake_fd(), zmq::POLLIN));
         }
-        let readable = match zmq::poll(&mut items, wait_ms) {
-            Ok(_) => self.receiving && items[0].is_readable(),
+        let (readable, disconnects) = match zmq::poll(&mut items, wait_ms) {
+            Ok(_) => (
+                self.receiving && items[0].is_readable(),
+                self.monitor.is_some() && items[1].is_readable(),
+            ),
             Err(e) => {
                 tracing::error!("poll failed: {e}");
-                false
+                (false, false)
             }
         };
         drop(items);
+        if disconnects && let Some(monitor) = &mut self.monitor {
+            monitor.take();
+        }
         if let Some(gateway) = &mut self.gateway {
             gateway.answer(Instant::now(), socket);
         }
@@ -235,6 +254,7 @@ impl ZmqSource {
     pub fn stop_receiving(&mut self) {
         self.receiving = false;
         if self.gateway.is_none() {
+            self.monitor = None;
             self.socket = None;
         }
     }
@@ -244,6 +264,7 @@ impl ZmqSource {
         if let (Some(socket), Some(gateway)) = (&mut self.socket, &mut self.gateway) {
             gateway.time_out_all(socket);
         }
+        self.monitor = None;
         self.socket = None;
     }
 }
