@@ -129,6 +129,11 @@ fn run_and_account(broker: &Broker, config: &str, label: &str) {
         }
     }
     assert_in_key_order(&out);
+    // `out` counts what was written, not what was refused.
+    assert_eq!(
+        metric(&admin, "switchyard_output_records_total{output=\"out\"}"),
+        out.len() as f64
+    );
     let series = "switchyard_output_errors_total{output=\"out\",error=\"MessageSizeTooLarge\"}";
     assert!(metric(&admin, series) >= large.len() as f64, "{series}");
     assert_eq!(

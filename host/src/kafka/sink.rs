@@ -40,6 +40,9 @@ impl ProducerContext for AckContext {
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
         let (e, message) = match result {
             Ok(message) => {
+                self.stats
+                    .written
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(ack) = &ack.0 {
                     ack.stored(
                         &self.output,

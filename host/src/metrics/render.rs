@@ -26,7 +26,7 @@ impl Metrics {
             ),
             (
                 "switchyard_route_messages_out_total",
-                "Records the route wrote to its outputs (passes and emits).",
+                "Records the route handed to its outputs (passes and emits).",
                 |s| &s.sent,
             ),
             (
@@ -280,6 +280,20 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "switchyard_zmq_dropped_total{{output=\"{}\"}} {n}",
+                escape(output)
+            );
+        }
+        header(
+            &mut out,
+            "switchyard_output_records_total",
+            "Records an output wrote: acknowledged by the broker (Kafka), handed to libzmq (ZeroMQ).",
+            "counter",
+        );
+        for (output, stats) in &outputs {
+            let n = stats.written.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "switchyard_output_records_total{{output=\"{}\"}} {n}",
                 escape(output)
             );
         }

@@ -320,6 +320,9 @@ pub const REPLY_STATUSES: [&str; 7] = [
 /// Per-output counters.
 #[derive(Debug, Default)]
 pub struct OutputStats {
+    /// Records the output wrote: acknowledged by the broker (Kafka), handed to libzmq
+    /// (ZeroMQ).
+    pub written: AtomicU64,
     /// Records a ZeroMQ output dropped at its high-water mark (PUB).
     pub dropped: AtomicU64,
     /// Records the output could not deliver, by error (the broker's error name).

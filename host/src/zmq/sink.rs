@@ -77,7 +77,10 @@ impl ZmqSink {
         let flags = if self.drops { zmq::DONTWAIT } else { 0 };
         loop {
             match sends.socket.send_multipart(frames.iter(), flags) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.stats.written.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Err(zmq::Error::EAGAIN) if self.drops => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     return Ok(());

@@ -136,6 +136,14 @@ impl ProducerContext for TxContext {
         let state = &self.state;
         let (e, message) = match result {
             Ok(message) => {
+                if let Some(stats) = state
+                    .outputs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(message.topic())
+                {
+                    stats.written.fetch_add(1, Ordering::Relaxed);
+                }
                 let alone = state.alone.load(Ordering::Acquire);
                 if alone != 0 && fingerprint_of(message) == alone {
                     state.cleared(alone);
