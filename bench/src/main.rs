@@ -9,7 +9,8 @@
 //!
 //! It builds the release `switchyard` binary and the example plugins, then measures:
 //!
-//! - ZeroMQ, PUSH in and PULL out: `zmq-direct` (no middle), `zmq-proxy` (libzmq's own
+//! - ZeroMQ, PUSH in and PULL out (a sender and a sink in processes of their own, every
+//!   socket with a high-water mark of 100 000): `zmq-direct` (no middle), `zmq-proxy` (libzmq's own
 //!   forwarder in a process of its own), `router-native` (`switchyard run
 //!   --native-identity`: the plugin stage replaced by a native identity), `router-wasm`
 //!   (the `passthrough` plugin) and `router-json` (the `json_filter` plugin);
@@ -101,6 +102,22 @@ enum Role {
     /// libzmq's forwarder: PULL bound on one port, PUSH bound on another.
     #[command(hide = true)]
     Proxy { pull: u16, push: u16 },
+    /// A ZeroMQ PUSH connected to `port`, sending `count` messages of `size` bytes.
+    #[command(hide = true)]
+    Send {
+        port: u16,
+        count: usize,
+        size: usize,
+    },
+    /// A ZeroMQ PULL on `port` (bound with `--bind`, else connected) that receives `count`
+    /// messages and prints the seconds from the first to the last.
+    #[command(hide = true)]
+    Sink {
+        port: u16,
+        count: usize,
+        #[arg(long)]
+        bind: bool,
+    },
     /// A plain rdkafka consume → produce loop.
     #[command(hide = true)]
     KafkaLoop {
@@ -115,6 +132,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.role {
         Some(Role::Proxy { pull, push }) => return zmq_runs::proxy(pull, push),
+        Some(Role::Send { port, count, size }) => return zmq_runs::send(port, count, size),
+        Some(Role::Sink { port, count, bind }) => return zmq_runs::sink(port, count, bind),
         Some(Role::KafkaLoop {
             bootstrap,
             from,

@@ -2,7 +2,6 @@
 //! and for open-loop latency.
 
 use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -20,12 +19,31 @@ fn messages(size: usize) -> usize {
     }
 }
 
-/// libzmq's forwarder (`zmq_proxy`), as the harness's `proxy` role.
+/// The high-water mark of every socket of a ZeroMQ run: the sender's, the sink's, the
+/// forwarder's and the router's (`hwm` in its configuration), as a user tuning for
+/// throughput would set them all.
+pub const HWM: i32 = 100_000;
+
+/// The linger of the router's sockets (its default), given to the forwarder's too.
+const LINGER_MS: i32 = 1_000;
+
+/// A socket of `kind` with the run's high-water marks.
+fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> anyhow::Result<zmq::Socket> {
+    let socket = ctx.socket(kind)?;
+    socket.set_sndhwm(HWM)?;
+    socket.set_rcvhwm(HWM)?;
+    Ok(socket)
+}
+
+/// libzmq's forwarder (`zmq_proxy`), as the harness's `proxy` role, with the router's
+/// socket options.
 pub fn proxy(pull: u16, push: u16) -> anyhow::Result<()> {
     let ctx = zmq::Context::new();
-    let frontend = ctx.socket(zmq::PULL)?;
+    let frontend = socket(&ctx, zmq::PULL)?;
+    frontend.set_linger(LINGER_MS)?;
     frontend.bind(&format!("tcp://127.0.0.1:{pull}"))?;
-    let backend = ctx.socket(zmq::PUSH)?;
+    let backend = socket(&ctx, zmq::PUSH)?;
+    backend.set_linger(LINGER_MS)?;
     backend.bind(&format!("tcp://127.0.0.1:{push}"))?;
     zmq::proxy(&frontend, &backend)?;
     Ok(())
@@ -98,9 +116,9 @@ listen = "127.0.0.1:{admin_port}"
 [reload]
 watch = "off"
 [inputs.in]
-zmq = {{ socket = "pull", bind = ["tcp://127.0.0.1:{in_port}"] }}
+zmq = {{ socket = "pull", bind = ["tcp://127.0.0.1:{in_port}"], hwm = {HWM} }}
 [outputs.out]
-zmq = {{ socket = "push", bind = ["tcp://127.0.0.1:{out_port}"] }}
+zmq = {{ socket = "push", bind = ["tcp://127.0.0.1:{out_port}"], hwm = {HWM} }}
 [[routes]]
 name = "bench"
 from = ["in"]
@@ -128,60 +146,94 @@ to = ["out"]
     Ok(Some(middle))
 }
 
-/// Sends `count` messages from `payloads`, in order, round robin.
-fn spawn_sender(
-    ctx: &zmq::Context,
-    port: u16,
-    payloads: Vec<Vec<u8>>,
-    count: usize,
-) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
-    let push = ctx.socket(zmq::PUSH)?;
+/// The harness's `send` role: `count` messages of `size` bytes to `port`, then waits until
+/// they have left.
+pub fn send(port: u16, count: usize, size: usize) -> anyhow::Result<()> {
+    let payloads: Vec<Vec<u8>> = (0..256).map(|seed| json_payload(size, seed)).collect();
+    let ctx = zmq::Context::new();
+    let push = socket(&ctx, zmq::PUSH)?;
+    push.set_linger(-1)?;
     push.connect(&format!("tcp://127.0.0.1:{port}"))?;
-    Ok(std::thread::spawn(move || {
-        for i in 0..count {
-            push.send(&payloads[i % payloads.len()], 0)?;
-        }
-        Ok(())
-    }))
+    for i in 0..count {
+        push.send(&payloads[i % payloads.len()], 0)?;
+    }
+    Ok(())
 }
 
-/// One throughput measurement.
+/// The harness's `sink` role: receives `count` messages on `port` and prints the seconds
+/// from the first to the last.
+pub fn sink(port: u16, count: usize, bind: bool) -> anyhow::Result<()> {
+    let ctx = zmq::Context::new();
+    let pull = socket(&ctx, zmq::PULL)?;
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    if bind {
+        pull.bind(&endpoint)?;
+    } else {
+        pull.connect(&endpoint)?;
+    }
+    pull.set_rcvtimeo(30_000)?;
+    let mut msg = zmq::Message::new();
+    pull.recv(&mut msg, 0)
+        .context("nothing arrived within 30 s")?;
+    let first = Instant::now();
+    for received in 1..count {
+        pull.recv(&mut msg, 0)
+            .with_context(|| format!("stalled after {received} of {count} messages"))?;
+    }
+    println!("{}", first.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One throughput measurement: a sender and a sink, each a process of its own (its own
+/// libzmq context and I/O thread), with `config`'s middle between them.
 fn throughput_once(
     setup: &Setup,
     config: &str,
     size: usize,
     round: usize,
-    payloads: &[Vec<u8>],
 ) -> anyhow::Result<Throughput> {
     let count = setup.count(messages(size));
     let (in_port, out_port) = (free_port(), free_port());
-    let ctx = zmq::Context::new();
-    let sink = ctx.socket(zmq::PULL)?;
-    let middle = if config == "zmq-direct" {
-        sink.bind(&format!("tcp://127.0.0.1:{in_port}"))?;
+    let role = |args: &[String]| {
+        Command::new(&setup.harness)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting a sender or sink")
+    };
+    let direct = config == "zmq-direct";
+    let middle = if direct {
         None
     } else {
-        let middle = start_middle(setup, config, in_port, out_port)?;
-        sink.connect(&format!("tcp://127.0.0.1:{out_port}"))?;
-        middle
+        start_middle(setup, config, in_port, out_port)?
     };
-    sink.set_rcvtimeo(30_000)?;
-    let cpu_before = middle.as_ref().and_then(|m| cpu_seconds(m.pid()));
-    let sender = spawn_sender(&ctx, in_port, payloads.to_vec(), count)?;
-    let mut msg = zmq::Message::new();
-    sink.recv(&mut msg, 0)
-        .with_context(|| format!("{config}: nothing arrived within 30 s"))?;
-    let first = Instant::now();
-    for received in 1..count {
-        sink.recv(&mut msg, 0)
-            .with_context(|| format!("{config}: stalled after {received} of {count} messages"))?;
+    let mut sink_args = vec![
+        "sink".to_owned(),
+        (if direct { in_port } else { out_port }).to_string(),
+        count.to_string(),
+    ];
+    if direct {
+        sink_args.push("--bind".to_owned());
     }
-    let elapsed = first.elapsed();
+    let sink = role(&sink_args)?;
+    let cpu_before = middle.as_ref().and_then(|m| cpu_seconds(m.pid()));
+    let mut sender = role(&[
+        "send".into(),
+        in_port.to_string(),
+        count.to_string(),
+        size.to_string(),
+    ])?;
+    let out = sink.wait_with_output().context("waiting for the sink")?;
     let cpu_after = middle.as_ref().and_then(|m| cpu_seconds(m.pid()));
     let mean_batch = middle.as_ref().and_then(Middle::mean_batch);
-    sender
-        .join()
-        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    let _ = sender.wait();
+    if !out.status.success() {
+        bail!("{config}: the sink failed ({})", out.status);
+    }
+    let seconds: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .with_context(|| format!("{config}: the sink's time"))?;
     let cpu_ns_per_msg = match (cpu_before, cpu_after) {
         (Some(a), Some(b)) => Some((b - a) * 1e9 / count as f64),
         _ => None,
@@ -193,7 +245,7 @@ fn throughput_once(
         size,
         round,
         messages: count,
-        msgs_per_s: (count - 1) as f64 / elapsed.as_secs_f64(),
+        msgs_per_s: (count - 1) as f64 / seconds,
         cpu_ns_per_msg,
         mean_batch,
     })
@@ -203,10 +255,9 @@ fn throughput_once(
 pub fn throughput(setup: &Setup) -> anyhow::Result<Vec<Throughput>> {
     let mut results = Vec::new();
     for &size in &setup.sizes {
-        let payloads: Vec<Vec<u8>> = (0..256).map(|seed| json_payload(size, seed)).collect();
         for round in 0..setup.rounds {
             for config in ZMQ_CONFIGS {
-                let r = throughput_once(setup, config, size, round, &payloads)?;
+                let r = throughput_once(setup, config, size, round)?;
                 eprintln!("  {}", r.summary());
                 results.push(r);
             }
@@ -255,10 +306,10 @@ fn latency_once(
     let (in_port, out_port) = (free_port(), free_port());
     let middle = start_middle(setup, config, in_port, out_port)?;
     let ctx = zmq::Context::new();
-    let sink = ctx.socket(zmq::PULL)?;
+    let sink = socket(&ctx, zmq::PULL)?;
     sink.connect(&format!("tcp://127.0.0.1:{out_port}"))?;
     sink.set_rcvtimeo(30_000)?;
-    let push = ctx.socket(zmq::PUSH)?;
+    let push = socket(&ctx, zmq::PUSH)?;
     push.connect(&format!("tcp://127.0.0.1:{in_port}"))?;
     let count = (rate * seconds) as usize;
     let epoch = Instant::now();
