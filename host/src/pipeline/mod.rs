@@ -32,6 +32,10 @@ pub trait Incoming {
     /// Its acknowledgement, for inputs that commit (Kafka) or reply (a ZeroMQ ROUTER with
     /// `reply = "ack"`).
     fn ack(&self) -> Option<&Ack>;
+    /// The ZeroMQ frame its payload lies in, for a ZeroMQ output to send on without a copy.
+    fn frame(&self) -> Option<&crate::zmq::Frame> {
+        None
+    }
 }
 
 /// A record for a sink, borrowed from the message or plugin output it comes from.
@@ -47,6 +51,9 @@ pub struct OutRecord<'a> {
     pub partition: Option<i32>,
     /// Timestamp in milliseconds.
     pub timestamp: Option<i64>,
+    /// The ZeroMQ frame `payload` lies in, when it is a received payload passed unchanged:
+    /// a ZeroMQ output sends it on as it is, without copying its bytes.
+    pub frame: Option<&'a crate::zmq::Frame>,
 }
 
 /// An output refused a record for good: sending it again cannot succeed (too large for the
@@ -100,5 +107,8 @@ impl<T: Incoming + ?Sized> Incoming for &T {
     }
     fn ack(&self) -> Option<&Ack> {
         (**self).ack()
+    }
+    fn frame(&self) -> Option<&crate::zmq::Frame> {
+        (**self).frame()
     }
 }

@@ -249,6 +249,7 @@ impl RouteRunner {
                         headers: &headers,
                         partition: o.partition,
                         timestamp: o.timestamp,
+                        frame: None,
                     };
                     match &o.destination {
                         None => send(&self.spec.to, &rec),
@@ -349,6 +350,7 @@ impl RouteRunner {
                 headers: &headers,
                 partition: None,
                 timestamp: None,
+                frame: None,
             };
             // The dead letter carries the input's acknowledgement itself: if it is refused
             // too, the run fails there instead of coming back here again.
@@ -512,6 +514,7 @@ fn original<'a, M: Incoming>(
         headers,
         partition: None,
         timestamp: m.timestamp(),
+        frame: m.frame(),
     }
 }
 

@@ -25,11 +25,13 @@
 //! is the plugin wire format's header block. Version 1 is still read.
 
 mod envelope;
+mod frame;
 mod gateway;
 mod monitor;
 mod sink;
 mod source;
 
+pub(crate) use frame::Frame;
 pub use sink::ZmqSink;
 pub(crate) use source::decode_received;
 pub use source::{ZmqRecord, ZmqSource};

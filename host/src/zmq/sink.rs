@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::envelope;
+use super::frame::Frame;
 use crate::config::{WhenFull, ZmqEndpoint, ZmqSocketType};
 use crate::metrics::OutputStats;
 use crate::pipeline::{Ack, OutRecord, Sink};
@@ -62,7 +63,7 @@ impl ZmqSink {
     /// Sends one message of `frames`. A PUSH or DEALER, and a PUB with `when_full = "block"`,
     /// blocks (in slices of the socket's send timeout) while it has no room; a PUB drops the
     /// record instead, and counts it.
-    fn send_frames(&self, frames: &[&[u8]]) -> anyhow::Result<()> {
+    fn send_frames(&self, frames: &[&[u8]], last: Option<&Frame>) -> anyhow::Result<()> {
         let publish = self.kind == ZmqSocketType::Pub;
         let mut sends = self.socket.lock().unwrap_or_else(PoisonError::into_inner);
         if publish {
@@ -76,7 +77,11 @@ impl ZmqSink {
         }
         let flags = if self.drops { zmq::DONTWAIT } else { 0 };
         loop {
-            match sends.socket.send_multipart(frames.iter(), flags) {
+            let sent = match last {
+                None => sends.socket.send_multipart(frames.iter(), flags),
+                Some(frame) => send_with(&mut sends.socket, frames, frame, flags),
+            };
+            match sent {
                 Ok(()) => {
                     self.stats.written.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
@@ -90,6 +95,21 @@ impl ZmqSink {
             }
         }
     }
+}
+
+/// Sends `head`, then a second reference to `frame`'s bytes (no copy), as one message.
+/// Only the first part can find the socket full (libzmq counts whole messages), so a
+/// failure leaves nothing half sent.
+fn send_with(
+    socket: &mut zmq::Socket,
+    head: &[&[u8]],
+    frame: &Frame,
+    flags: i32,
+) -> zmq::Result<()> {
+    for part in head {
+        socket.send(*part, flags | zmq::SNDMORE)?;
+    }
+    frame.share().send(socket, flags).map_err(|(e, _)| e)
 }
 
 impl Sink for ZmqSink {
@@ -106,12 +126,19 @@ impl Sink for ZmqSink {
                 all.push(topic);
             }
             all.extend(frames.iter().map(Vec::as_slice));
-            self.send_frames(&all)
+            self.send_frames(&all, None)
+        } else if let Some(frame) = rec.frame {
+            // A received frame passed unchanged goes on as it is, as `zmq_proxy` does.
+            if self.kind == ZmqSocketType::Pub {
+                self.send_frames(&[topic], Some(frame))
+            } else {
+                self.send_frames(&[], Some(frame))
+            }
         } else if self.kind == ZmqSocketType::Pub {
             // Without an envelope, a tombstone is an empty payload frame.
-            self.send_frames(&[topic, rec.payload.unwrap_or_default()])
+            self.send_frames(&[topic, rec.payload.unwrap_or_default()], None)
         } else {
-            self.send_frames(&[rec.payload.unwrap_or_default()])
+            self.send_frames(&[rec.payload.unwrap_or_default()], None)
         };
         if let Some(ack) = &ack {
             match &result {

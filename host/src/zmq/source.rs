@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use switchyard_abi::Origin;
 
 use super::envelope;
+use super::frame::Frame;
 use super::gateway::{Gateway, Limits};
 use super::monitor::Monitor;
 use crate::config::{ReplyMode, ZmqEndpoint, ZmqSocketType};
@@ -26,7 +27,7 @@ pub struct ZmqRecord {
     topic: Option<Vec<u8>>,
     peer: Option<Vec<u8>>,
     key: Option<Vec<u8>>,
-    payload: zmq::Message,
+    payload: Frame,
     /// The payload frame stands for no payload at all (an envelope's tombstone).
     null_payload: bool,
     headers: Vec<switchyard_abi::Header>,
@@ -66,6 +67,10 @@ impl Incoming for ZmqRecord {
 
     fn ack(&self) -> Option<&Ack> {
         self.ack.as_ref()
+    }
+
+    fn frame(&self) -> Option<&Frame> {
+        (!self.null_payload).then_some(&self.payload)
     }
 }
 
@@ -314,20 +319,20 @@ impl Drop for Skips {
 /// Receives the frames of one message into `frames` (emptied first) if one is queued;
 /// `Ok(false)` if none is. The parts of a multipart message arrive together, so only the
 /// first receive can find the queue empty.
-fn recv_frames(socket: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> zmq::Result<bool> {
+fn recv_frames(socket: &mut zmq::Socket, frames: &mut Vec<Frame>) -> zmq::Result<bool> {
     frames.clear();
-    let mut first = zmq::Message::new();
-    match socket.recv(&mut first, zmq::DONTWAIT) {
+    let mut first = Frame::new();
+    match first.recv(socket, zmq::DONTWAIT) {
         Ok(()) => {}
         Err(zmq::Error::EAGAIN) => return Ok(false),
         Err(e) => return Err(e),
     }
-    let mut more = first.get_more();
+    let mut more = first.more();
     frames.push(first);
     while more {
-        let mut part = zmq::Message::new();
-        socket.recv(&mut part, 0)?;
-        more = part.get_more();
+        let mut part = Frame::new();
+        part.recv(socket, 0)?;
+        more = part.more();
         frames.push(part);
     }
     Ok(true)
@@ -343,7 +348,7 @@ struct Received {
 
 /// Takes `frames`, as a `kind` input with `envelope` received them, apart.
 fn received(
-    frames: &mut Vec<zmq::Message>,
+    frames: &mut Vec<Frame>,
     kind: ZmqSocketType,
     envelope: bool,
     endpoint: &Arc<str>,
@@ -363,7 +368,7 @@ fn received(
 /// [`ZmqSource::recv_batch`] takes: its record with its peer, and the request id a gateway
 /// would remember it by; or why it is refused. For the fuzz targets (`crate::fuzzing`).
 pub(crate) fn decode_received(
-    mut frames: Vec<zmq::Message>,
+    mut frames: Vec<Frame>,
     kind: ZmqSocketType,
     envelope: bool,
 ) -> Result<(ZmqRecord, Option<Vec<u8>>), String> {
@@ -381,7 +386,7 @@ pub(crate) fn decode_received(
 /// Takes a ROUTER message's routing envelope off `frames` (the identity already taken):
 /// the frames before its first empty frame, when one comes before the last frame and
 /// before a Switchyard envelope. `None` when the message has no delimiter.
-fn routing_envelope(frames: &mut Vec<zmq::Message>, kind: ZmqSocketType) -> Option<Vec<Vec<u8>>> {
+fn routing_envelope(frames: &mut Vec<Frame>, kind: ZmqSocketType) -> Option<Vec<Vec<u8>>> {
     if kind != ZmqSocketType::Router {
         return None;
     }
@@ -420,7 +425,7 @@ fn request_id(routing: Option<&[Vec<u8>]>, record: &ZmqRecord) -> Option<Vec<u8>
 /// Maps frames (a ROUTER's identity and routing envelope already taken off) to a record,
 /// as the `zmq` module documentation describes.
 fn decode(
-    frames: &mut Vec<zmq::Message>,
+    frames: &mut Vec<Frame>,
     kind: ZmqSocketType,
     envelope: bool,
     endpoint: &Arc<str>,
@@ -438,7 +443,7 @@ fn decode(
         key: topic.clone(),
         topic,
         peer: None,
-        payload: zmq::Message::new(),
+        payload: Frame::new(),
         null_payload: false,
         headers: Vec::new(),
         timestamp: None,
@@ -465,7 +470,7 @@ fn decode(
                 frames.len()
             ));
         }
-        record.payload = frames.pop().unwrap_or_else(zmq::Message::new);
+        record.payload = frames.pop().unwrap_or_else(Frame::new);
     }
     Ok(record)
 }
@@ -480,13 +485,13 @@ mod tests {
         kind: ZmqSocketType,
         envelope: bool,
     ) -> Result<ZmqRecord, String> {
-        let mut frames = parts.iter().map(|p| zmq::Message::from(*p)).collect();
+        let mut frames = parts.iter().map(|p| Frame::from(*p)).collect();
         decode(&mut frames, kind, envelope, &"tcp://127.0.0.1:1".into())
     }
 
     /// The routing envelope of ROUTER frames after the identity, and the frames left.
     fn routing(parts: &[&[u8]]) -> (Option<Vec<Vec<u8>>>, Vec<Vec<u8>>) {
-        let mut frames = parts.iter().map(|p| zmq::Message::from(*p)).collect();
+        let mut frames = parts.iter().map(|p| Frame::from(*p)).collect();
         let routing = routing_envelope(&mut frames, ZmqSocketType::Router);
         (routing, frames.iter().map(|f| f.to_vec()).collect())
     }
