@@ -61,7 +61,10 @@ pub fn zmq_frames(data: &[u8]) {
         ZmqSocketType::Dealer,
     ] {
         for envelope in [false, true] {
-            let frames = parts.iter().map(|p| crate::zmq::Frame::from(*p)).collect();
+            let frames = parts
+                .iter()
+                .map(|p| crate::pipeline::Frame::from(*p))
+                .collect();
             if let Ok((record, id)) = crate::zmq::decode_received(frames, kind, envelope) {
                 use crate::pipeline::Incoming as _;
                 writer.start("fuzz");

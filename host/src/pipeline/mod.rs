@@ -4,6 +4,7 @@
 
 mod ack;
 mod chain;
+mod frame;
 pub mod input;
 pub mod request;
 mod route;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use switchyard_abi::Origin;
 
 pub use ack::{Ack, PartitionTracker, Returned, Returns};
+pub use frame::Frame;
 pub use input::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, Swap, run_batch};
 pub use request::{Completions, Receipt, Request, Stored, Waker};
 pub use route::{RouteRunner, RouteSpec};
@@ -33,7 +35,7 @@ pub trait Incoming {
     /// `reply = "ack"`).
     fn ack(&self) -> Option<&Ack>;
     /// The ZeroMQ frame its payload lies in, for a ZeroMQ output to send on without a copy.
-    fn frame(&self) -> Option<&crate::zmq::Frame> {
+    fn frame(&self) -> Option<&Frame> {
         None
     }
 }
@@ -53,7 +55,7 @@ pub struct OutRecord<'a> {
     pub timestamp: Option<i64>,
     /// The ZeroMQ frame `payload` lies in, when it is a received payload passed unchanged:
     /// a ZeroMQ output sends it on as it is, without copying its bytes.
-    pub frame: Option<&'a crate::zmq::Frame>,
+    pub frame: Option<&'a Frame>,
 }
 
 /// An output refused a record for good: sending it again cannot succeed (too large for the
@@ -108,7 +110,7 @@ impl<T: Incoming + ?Sized> Incoming for &T {
     fn ack(&self) -> Option<&Ack> {
         (**self).ack()
     }
-    fn frame(&self) -> Option<&crate::zmq::Frame> {
+    fn frame(&self) -> Option<&Frame> {
         (**self).frame()
     }
 }

@@ -25,16 +25,16 @@
 //! is the plugin wire format's header block. Version 1 is still read.
 
 mod envelope;
-mod frame;
 mod gateway;
 mod monitor;
+mod record;
 mod sink;
 mod source;
 
-pub(crate) use frame::Frame;
+pub use record::ZmqRecord;
 pub use sink::ZmqSink;
+pub use source::ZmqSource;
 pub(crate) use source::decode_received;
-pub use source::{ZmqRecord, ZmqSource};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

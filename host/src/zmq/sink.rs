@@ -9,10 +9,9 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::envelope;
-use super::frame::Frame;
 use crate::config::{WhenFull, ZmqEndpoint, ZmqSocketType};
 use crate::metrics::OutputStats;
-use crate::pipeline::{Ack, OutRecord, Sink};
+use crate::pipeline::{Ack, Frame, OutRecord, Sink};
 
 /// Sends on one socket.
 pub struct ZmqSink {

@@ -6,73 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use switchyard_abi::Origin;
 
 use super::envelope;
-use super::frame::Frame;
 use super::gateway::{Gateway, Limits};
 use super::monitor::Monitor;
+use super::record::ZmqRecord;
 use crate::config::{ReplyMode, ZmqEndpoint, ZmqSocketType};
 use crate::metrics::InputStats;
-use crate::pipeline::{Ack, Incoming};
+use crate::pipeline::Frame;
 
 /// The header that names a request for retries, when it has no request-id frames.
 pub const MESSAGE_ID_HEADER: &str = "switchyard-message-id";
-
-/// A message received from a ZeroMQ socket.
-#[derive(Debug)]
-pub struct ZmqRecord {
-    endpoint: Arc<str>,
-    socket_type: &'static str,
-    topic: Option<Vec<u8>>,
-    peer: Option<Vec<u8>>,
-    key: Option<Vec<u8>>,
-    payload: Frame,
-    /// The payload frame stands for no payload at all (an envelope's tombstone).
-    null_payload: bool,
-    headers: Vec<switchyard_abi::Header>,
-    timestamp: Option<i64>,
-    /// A replying input's acknowledgement.
-    ack: Option<Ack>,
-}
-
-impl Incoming for ZmqRecord {
-    fn origin(&self) -> Origin<'_> {
-        Origin::Zmq {
-            endpoint: &self.endpoint,
-            socket_type: self.socket_type,
-            topic: self.topic.as_deref(),
-            peer: self.peer.as_deref(),
-        }
-    }
-
-    fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
-    }
-
-    fn payload(&self) -> Option<&[u8]> {
-        (!self.null_payload).then_some(&*self.payload)
-    }
-
-    fn headers(&self) -> Vec<(&str, Option<&[u8]>)> {
-        self.headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_deref()))
-            .collect()
-    }
-
-    fn timestamp(&self) -> Option<i64> {
-        self.timestamp
-    }
-
-    fn ack(&self) -> Option<&Ack> {
-        self.ack.as_ref()
-    }
-
-    fn frame(&self) -> Option<&Frame> {
-        (!self.null_payload).then_some(&self.payload)
-    }
-}
 
 /// Receives from one socket, on the input's own thread: no thread hop between the socket
 /// and the plugin chain.
@@ -212,6 +156,15 @@ impl ZmqSource {
                     break;
                 }
             }
+            // The common case, one frame on a PULL or SUB without an envelope: its payload.
+            if frames.len() == 1
+                && !self.envelope
+                && matches!(self.kind, ZmqSocketType::Pull | ZmqSocketType::Sub)
+                && let Some(payload) = frames.pop()
+            {
+                batch.push(ZmqRecord::plain(payload, &self.endpoint, self.kind));
+                continue;
+            }
             let Received {
                 peer,
                 routing,
@@ -220,7 +173,7 @@ impl ZmqSource {
             let Some(gateway) = &mut self.gateway else {
                 match decoded {
                     Ok(mut record) => {
-                        record.peer = peer;
+                        record.set_peer(peer);
                         batch.push(record);
                     }
                     Err(e) => self.skips.skipped(e),
@@ -244,7 +197,7 @@ impl ZmqSource {
                 .then(|| request_id(routing.as_deref(), &record))
                 .flatten();
             if let Some(ack) = gateway.admit(&peer, routing, id, now, socket) {
-                record.peer = Some(peer);
+                record.set_peer(Some(peer));
                 record.ack = Some(ack);
                 batch.push(record);
             }
@@ -378,7 +331,7 @@ pub(crate) fn decode_received(
         decoded,
     } = received(&mut frames, kind, envelope, &Arc::from("tcp://127.0.0.1:1"));
     let mut record = decoded?;
-    record.peer = peer;
+    record.set_peer(peer);
     let id = request_id(routing.as_deref(), &record);
     Ok((record, id))
 }
@@ -415,6 +368,8 @@ fn request_id(routing: Option<&[Vec<u8>]>, record: &ZmqRecord) -> Option<Vec<u8>
             Some(id)
         }
         _ => record
+            .extras
+            .as_ref()?
             .headers
             .iter()
             .find(|(name, _)| name == MESSAGE_ID_HEADER)
@@ -437,26 +392,21 @@ fn decode(
     if kind == ZmqSocketType::Router && frames.is_empty() {
         return Err("a ROUTER message needs an identity and a payload".to_owned());
     }
-    let mut record = ZmqRecord {
-        endpoint: Arc::clone(endpoint),
-        socket_type: kind.as_str(),
-        key: topic.clone(),
-        topic,
-        peer: None,
-        payload: Frame::new(),
-        null_payload: false,
-        headers: Vec::new(),
-        timestamp: None,
-        ack: None,
-    };
+    let mut record = ZmqRecord::plain(Frame::new(), endpoint, kind);
+    if let Some(topic) = topic {
+        let extras = record.extras();
+        extras.key = Some(topic.clone());
+        extras.topic = Some(topic);
+    }
     let enveloped = frames.first().is_some_and(|f| envelope::is_marker(f));
     if envelope && enveloped {
         let marker = frames.remove(0);
         let (meta, payload) = envelope::decode(&marker, std::mem::take(frames))?;
-        record.key = meta.key;
-        record.timestamp = meta.timestamp;
-        record.headers = meta.headers;
-        record.null_payload = meta.null_payload;
+        let extras = record.extras();
+        extras.key = meta.key;
+        extras.timestamp = meta.timestamp;
+        extras.headers = meta.headers;
+        extras.null_payload = meta.null_payload;
         record.payload = payload;
     } else {
         if frames.len() != 1 {
