@@ -420,7 +420,7 @@ fn decode(
                 frames.len()
             ));
         }
-        record.payload = frames.pop().unwrap_or_else(Frame::new);
+        record.payload = frames.pop().unwrap_or_default();
     }
     Ok(record)
 }
@@ -428,6 +428,7 @@ fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::Incoming;
 
     /// Decodes `parts` as received on a `kind` socket.
     fn decode_parts(
