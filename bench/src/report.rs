@@ -166,6 +166,13 @@ fn ratio_rows(r: &Results) -> Vec<Ratio> {
     ];
     let cpu_pairs = [
         (
+            "router-wasm",
+            "zmq-proxy",
+            "router-wasm / zmq-proxy, CPU per message",
+            1.25,
+            "≤ 1.25",
+        ),
+        (
             "router-kafka@apache",
             "kafka-native@apache",
             "router-kafka / kafka-native on Apache Kafka, CPU per message",
