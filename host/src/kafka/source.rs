@@ -251,8 +251,10 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
+            // One stopped here and revoked (see `rewind`) starts afresh when it comes back.
+            let _ = consumer.resume(partitions);
             self.stats.assignments.fetch_add(1, Ordering::Relaxed);
             self.stats.ready.store(true, Ordering::Relaxed);
             tracing::info!(partitions = partitions.count(), "partitions assigned");
