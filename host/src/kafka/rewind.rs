@@ -53,7 +53,12 @@ impl Rewinds {
     /// Whether messages polled from `topic`/`partition` are to be dropped: it is stopped,
     /// and will be read again from where it stopped.
     pub(super) fn holds(&self, topic: &str, partition: i32) -> bool {
-        !self.stopped.is_empty() && self.stopped.contains_key(&(topic.to_owned(), partition))
+        // Looked up without building a key: this runs for every message polled.
+        !self.stopped.is_empty()
+            && self
+                .stopped
+                .keys()
+                .any(|(t, p)| *p == partition && t == topic)
     }
 
     /// Stops the partitions whose tracker saw a failure, reads again those whose time has

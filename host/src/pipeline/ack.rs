@@ -20,7 +20,7 @@
 //! the input, which answers the sender.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::request::{Request, Stored};
@@ -79,7 +79,7 @@ impl PartitionTracker {
                 tracker: Arc::clone(self),
                 offset: first,
             },
-            failed: AtomicI64::new(NOT_FAILED),
+            failed: AtomicBool::new(false),
             returns: None,
             dead_letter: false,
         }))
@@ -91,9 +91,9 @@ impl PartitionTracker {
         s.failed_at = Some(s.failed_at.map_or(offset, |f| f.min(offset)));
     }
 
-    /// Completes the run starting at `offset`; `failed` is the offset of its first
-    /// message that could not be written, if one could not.
-    fn complete(&self, offset: i64, failed: Option<i64>) {
+    /// Completes the run starting at `offset` (a failure in it is noted already, by
+    /// [`Ack::fail_at`]).
+    fn complete(&self, offset: i64) {
         let mut s = self.lock();
         // The first read of this offset that is not complete yet.
         let from = s.window.partition_point(|(o, _)| *o < offset);
@@ -108,11 +108,6 @@ impl PartitionTracker {
         }
         while s.window.front().is_some_and(|(_, done)| *done) {
             s.window.pop_front();
-        }
-        // Already noted when the failure happened; noted here too under the same lock as
-        // the completion, so no commit can ever see one without the other.
-        if let Some(at) = failed {
-            s.failed_at = Some(s.failed_at.map_or(at, |f| f.min(at)));
         }
     }
 
@@ -142,17 +137,11 @@ impl PartitionTracker {
     }
 }
 
-/// [`Pending::failed`] of a run that has not failed.
-const NOT_FAILED: i64 = i64::MAX;
-/// [`Pending::failed`] of a run that failed at a message not known: from its start.
-const WHOLE_RUN: i64 = i64::MIN;
-
 #[derive(Debug)]
 struct Pending {
     owner: Owner,
-    /// The offset of the first message that could not be written ([`NOT_FAILED`] while
-    /// none; [`WHOLE_RUN`] when which one is not known).
-    failed: AtomicI64,
+    /// Whether a message of the run could not be written.
+    failed: AtomicBool,
     /// Where a record refused for good goes back to (a route's child acknowledgement).
     returns: Option<Arc<Returns>>,
     /// Whether it travels with a dead letter (a request's records say which is which).
@@ -175,18 +164,11 @@ enum Owner {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let failed = self.failed.load(Ordering::Acquire);
-        let failed = (failed != NOT_FAILED).then_some(failed);
         match &self.owner {
-            Owner::Tracker { tracker, offset } => {
-                tracker.complete(*offset, failed.map(|at| at.max(*offset)));
-            }
-            Owner::Parent(parent) => {
-                if let Some(at) = failed {
-                    parent.fail_at(at);
-                }
-            }
-            Owner::Request(request) => request.settle(failed.is_some()),
+            Owner::Tracker { tracker, offset } => tracker.complete(*offset),
+            // A failure reached the parent when it happened (`Ack::fail_at`).
+            Owner::Parent(_) => {}
+            Owner::Request(request) => request.settle(self.failed.load(Ordering::Acquire)),
         }
     }
 }
@@ -231,7 +213,7 @@ impl Ack {
     pub fn request(request: Arc<Request>) -> Ack {
         Ack(Arc::new(Pending {
             owner: Owner::Request(request),
-            failed: AtomicI64::new(NOT_FAILED),
+            failed: AtomicBool::new(false),
             returns: None,
             dead_letter: false,
         }))
@@ -239,15 +221,16 @@ impl Ack {
 
     /// Marks the run failed: its partition will not commit past its first offset.
     pub fn fail(&self) {
-        self.fail_at(WHOLE_RUN);
+        self.fail_at(i64::MIN);
     }
 
     /// Marks the run failed from its message at `offset` on: its partition will not
     /// commit past that offset (the messages before it in the run are written).
     pub fn fail_at(&self, offset: i64) {
-        self.0.failed.fetch_min(offset, Ordering::AcqRel);
+        self.0.failed.store(true, Ordering::Release);
         // Said at once, not only once the run completes: the input stops reading the
-        // partition before its next batch.
+        // partition before its next batch, and a commit never sees the run complete
+        // without its failure.
         match &self.0.owner {
             Owner::Tracker {
                 tracker,
@@ -299,7 +282,7 @@ impl Ack {
         }
         Ack(Arc::new(Pending {
             owner: Owner::Parent(self.clone()),
-            failed: AtomicI64::new(NOT_FAILED),
+            failed: AtomicBool::new(false),
             returns: None,
             dead_letter: true,
         }))
@@ -310,7 +293,7 @@ impl Ack {
     pub fn child(&self, returns: &Arc<Returns>) -> Ack {
         Ack(Arc::new(Pending {
             owner: Owner::Parent(self.clone()),
-            failed: AtomicI64::new(NOT_FAILED),
+            failed: AtomicBool::new(false),
             returns: Some(Arc::clone(returns)),
             dead_letter: false,
         }))

@@ -85,11 +85,6 @@ impl Frame {
             Ok(())
         }
     }
-
-    /// Copies the bytes out.
-    pub fn to_vec(&self) -> Vec<u8> {
-        self.deref().to_vec()
-    }
 }
 
 impl Default for Frame {
