@@ -99,6 +99,18 @@ pub fn router(config: &Path, log: &Path) -> Proc {
     router_env(config, log, &[])
 }
 
+/// `switchyard run CONFIG` with its admin endpoint on a free loopback port: the process
+/// and the endpoint's address.
+pub fn router_with_admin(config: &Path, log: &Path) -> (Proc, String) {
+    let admin = format!("127.0.0.1:{}", crate::free_port());
+    let proc = router_env(
+        config,
+        log,
+        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
+    );
+    (proc, admin)
+}
+
 /// `switchyard run CONFIG` with extra environment variables.
 pub fn router_env(config: &Path, log: &Path, env: &[(String, String)]) -> Proc {
     let log_file = std::fs::File::create(log).expect("create log file");

@@ -12,9 +12,9 @@ use switchyard_tests::admin::get;
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::chaos::{Outcome, RssWatch, time_to};
 use switchyard_tests::kafka::{committed, produce, read_all, topic_size};
-use switchyard_tests::procs::{Proc, Scratch, router, router_env};
+use switchyard_tests::procs::{Proc, Scratch, router, router_with_admin};
 use switchyard_tests::stream::{PacedProducer, audit, copy_config as config, stream};
-use switchyard_tests::{free_port, wait_until};
+use switchyard_tests::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -183,13 +183,8 @@ fn a_missing_topic_is_reported_by_name() {
     let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("missing");
     let cfg = scratch.write("router.toml", &config(&bootstrap, "missing", CLASSIC));
-    let admin = format!("127.0.0.1:{}", free_port());
     let log = scratch.path("router.log");
-    let mut proc = router_env(
-        &cfg,
-        &log,
-        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
-    );
+    let (mut proc, admin) = router_with_admin(&cfg, &log);
     assert!(
         wait_until(Duration::from_secs(30), || {
             std::fs::read_to_string(&log).is_ok_and(|l| {
@@ -330,13 +325,8 @@ fn frozen_broker(top: &str, options: &str, freeze: Duration) {
         "router.toml",
         &format!("{top}{}", config(&bootstrap, "frozen", options)),
     );
-    let admin = format!("127.0.0.1:{}", free_port());
     let log = scratch.path("router.log");
-    let proc = router_env(
-        &cfg,
-        &log,
-        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
-    );
+    let (proc, admin) = router_with_admin(&cfg, &log);
     assert!(
         wait_until(DEADLINE, || get(&admin, "/health/ready").0 == 200),
         "the router did not become ready"

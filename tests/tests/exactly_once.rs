@@ -13,10 +13,10 @@ use switchyard::kafka::ApacheKafkaOptions;
 use switchyard_tests::admin::{get, metric};
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Record, committed, produce, read_all, read_all_uncommitted};
-use switchyard_tests::procs::{Proc, Scratch, router, router_env};
+use switchyard_tests::procs::{Proc, Scratch, router, router_with_admin};
 use switchyard_tests::stream::{PacedProducer, audit, audit_with, stream};
 use switchyard_tests::versions::{sha256, tag_build, version_of, write_by_rename};
-use switchyard_tests::{free_port, plugins, wait_until};
+use switchyard_tests::{plugins, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(180);
 /// How long a read of a whole topic waits for more before it ends.
@@ -251,13 +251,8 @@ fn a_refused_record_aborts_its_transaction_and_is_dead_lettered_once() {
             (key, payload, headers)
         })
         .collect();
-    let admin = format!("127.0.0.1:{}", free_port());
     let log = scratch.path("router.log");
-    let proc = router_env(
-        &cfg,
-        &log,
-        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
-    );
+    let (proc, admin) = router_with_admin(&cfg, &log);
     assigned(&log);
     produce(&bootstrap, "in", &records);
     wait_committed(
@@ -405,13 +400,8 @@ fn a_plugin_swapped_under_load_processes_each_message_with_one_version_once() {
             r#"plugins = [{ path = "tag.wasm" }]"#,
         ),
     );
-    let admin = format!("127.0.0.1:{}", free_port());
     let log = scratch.path("router.log");
-    let proc = router_env(
-        &cfg,
-        &log,
-        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
-    );
+    let (proc, admin) = router_with_admin(&cfg, &log);
     assigned(&log);
     // Flows until stopped: each version is swapped in only once the one before it has
     // committed its share, however slow the machine.

@@ -11,9 +11,9 @@ use switchyard::kafka::ApacheKafkaOptions;
 use switchyard_tests::admin::metric;
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Input, Record, committed, produce, read_all};
-use switchyard_tests::procs::{Scratch, router_env};
+use switchyard_tests::procs::{Scratch, router_with_admin};
 use switchyard_tests::stream::{seq, stream};
-use switchyard_tests::{free_port, plugins, wait_until};
+use switchyard_tests::{plugins, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 /// Messages in the stream; every `EVERY`th one is `LARGE` bytes.
@@ -73,13 +73,8 @@ fn run_and_account(broker: &Broker, config: &str, label: &str) {
     let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("refusals");
     let cfg = scratch.write("router.toml", config);
-    let admin = format!("127.0.0.1:{}", free_port());
     let log = scratch.path("router.log");
-    let mut proc = router_env(
-        &cfg,
-        &log,
-        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
-    );
+    let (mut proc, admin) = router_with_admin(&cfg, &log);
     produce(&bootstrap, "in", &stream_with_large_records());
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use switchyard_tests::admin::{get, metric, post};
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Input, committed, produce, read_all};
-use switchyard_tests::procs::{Proc, Scratch, router_env};
+use switchyard_tests::procs::{Scratch, router_with_admin};
 use switchyard_tests::stream::{PacedProducer, audit, seq, stream};
-use switchyard_tests::{free_port, plugins, wait_until};
+use switchyard_tests::{plugins, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -41,16 +41,6 @@ to = ["out"]
 "#,
         passthrough = plugins::PASSTHROUGH
     )
-}
-
-fn start(cfg: &Path, log: &Path) -> (Proc, String) {
-    let admin = format!("127.0.0.1:{}", free_port());
-    let proc = router_env(
-        cfg,
-        log,
-        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
-    );
-    (proc, admin)
 }
 
 fn log_count(log: &Path, needle: &str) -> usize {
@@ -84,7 +74,7 @@ fn a_refused_record_stops_its_partition_until_a_reload_mends_it(kind: BrokerKind
         .collect();
     produce(&bootstrap, "in", &records);
     let log = scratch.path("router.log");
-    let (mut proc, admin) = start(&cfg, &log);
+    let (mut proc, admin) = router_with_admin(&cfg, &log);
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let again = format!("is read again from offset {BAD}");
@@ -177,7 +167,7 @@ fn deliveries_that_time_out_are_produced_again_without_a_restart() {
         ),
     );
     let log = scratch.path("router.log");
-    let (mut proc, admin) = start(&cfg, &log);
+    let (mut proc, admin) = router_with_admin(&cfg, &log);
     assert!(
         wait_until(DEADLINE, || get(&admin, "/health/ready").0 == 200),
         "the router did not become ready"
@@ -259,7 +249,7 @@ fn a_failing_plugin_pauses_its_partition_until_a_reload_mends_it(kind: BrokerKin
         .collect();
     produce(&bootstrap, "in", &records);
     let log = scratch.path("router.log");
-    let (mut proc, admin) = start(&cfg, &log);
+    let (mut proc, admin) = router_with_admin(&cfg, &log);
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let again = format!("is read again from offset {BAD}");
     assert!(

@@ -7,7 +7,7 @@ use switchyard_tests::admin::metric;
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::chaos::RssWatch;
 use switchyard_tests::kafka::{Input, produce, read_topic};
-use switchyard_tests::procs::{Proc, Scratch, router, router_env};
+use switchyard_tests::procs::{Proc, Scratch, router, router_with_admin};
 use switchyard_tests::{
     free_port, plugins, wait_until, zmq_connect, zmq_relay_config, zmq_relay_config_with,
 };
@@ -744,7 +744,6 @@ fn garbage_from_a_peer_is_counted_not_logged_line_by_line() {
 #[test]
 fn a_message_over_max_message_bytes_is_refused_and_counted() {
     let (in_port, out_port) = (free_port(), free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
     let scratch = Scratch::new("zmq-oversize");
     let cfg = scratch.write(
         "router.toml",
@@ -754,11 +753,7 @@ fn a_message_over_max_message_bytes_is_refused_and_counted() {
         ),
     );
     let log = scratch.path("router.log");
-    let proc = router_env(
-        &cfg,
-        &log,
-        &[("SWITCHYARD_ADMIN_LISTEN".into(), admin.clone())],
-    );
+    let (proc, admin) = router_with_admin(&cfg, &log);
     let ctx = zmq::Context::new();
     let pull = zmq_connect(&ctx, zmq::PULL, out_port);
     let push = zmq_connect(&ctx, zmq::PUSH, in_port);
