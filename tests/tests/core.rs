@@ -82,8 +82,8 @@ fn runner(
 /// Runs `payloads` through `runner` as one batch read from one partition; the tracker that
 /// commits them, once every message has left the runner.
 fn run(runner: &mut RouteRunner, payloads: &[&str]) -> Arc<PartitionTracker> {
-    let (tracker, messages) = batch(payloads);
-    runner.process("in", &messages);
+    let (tracker, mut messages) = batch(payloads);
+    runner.process("in", &mut messages, true);
     tracker
 }
 
@@ -170,12 +170,12 @@ fn emits_fan_out_to_declared_destinations() {
         &dead,
     );
     let tracker = switchyard::pipeline::PartitionTracker::new();
-    let messages = vec![
+    let mut messages = vec![
         switchyard_tests::memory::MemoryMessage::new(&tracker, 0, "fr").key("eu-fr-1"),
         switchyard_tests::memory::MemoryMessage::new(&tracker, 1, "de").key("eu-de-9"),
         switchyard_tests::memory::MemoryMessage::new(&tracker, 2, "us").key("us-1"),
     ];
-    runner.process("in", &messages);
+    runner.process("in", &mut messages, true);
     drop(messages);
 
     assert_eq!(europe.texts(), ["fr"]);

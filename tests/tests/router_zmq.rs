@@ -204,6 +204,91 @@ to = ["big"]
     stop(proc);
 }
 
+/// Receives from `socket` until a message arrives or 100 ms pass; its frames.
+fn try_receive(socket: &zmq::Socket) -> Option<Vec<Vec<u8>>> {
+    socket.set_rcvtimeo(100).expect("rcvtimeo");
+    socket.recv_multipart(0).ok()
+}
+
+/// One SUB input read by two routes: the first shares each received frame with its PUSH
+/// output, the last forwards the frames themselves to its PUB output. Both get every
+/// message, in order, with the topic frame kept on the PUB.
+#[test]
+fn a_sub_input_read_by_two_routes_reaches_both_outputs_in_order() {
+    let (in_port, pub_port, push_port) = (free_port(), free_port(), free_port());
+    let scratch = Scratch::new("two-routes");
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            r#"
+[inputs.feed]
+zmq = {{ socket = "sub", bind = ["tcp://127.0.0.1:{in_port}"] }}
+[outputs.published]
+zmq = {{ socket = "pub", bind = ["tcp://127.0.0.1:{pub_port}"], when_full = "block" }}
+[outputs.pushed]
+zmq = {{ socket = "push", bind = ["tcp://127.0.0.1:{push_port}"] }}
+[[routes]]
+name = "push"
+from = ["feed"]
+to = ["pushed"]
+[[routes]]
+name = "publish"
+from = ["feed"]
+plugins = [{{ path = "{passthrough}" }}]
+to = ["published"]
+"#,
+            passthrough = plugins::PASSTHROUGH
+        ),
+    );
+    let proc = router(&cfg, &scratch.path("router.log"));
+    let ctx = zmq::Context::new();
+    let publisher = zmq_connect(&ctx, zmq::PUB, in_port);
+    let subscriber = zmq_connect(&ctx, zmq::SUB, pub_port);
+    subscriber.set_subscribe(b"").expect("subscribe");
+    let pull = zmq_connect(&ctx, zmq::PULL, push_port);
+    // Subscriptions take a moment to reach each publisher: warm up until both ends hear.
+    let (mut heard_pub, mut heard_push) = (false, false);
+    assert!(
+        wait_until(DEADLINE, || {
+            publisher
+                .send_multipart([&b"warm"[..], b"up"], 0)
+                .expect("send");
+            heard_pub |= try_receive(&subscriber).is_some();
+            heard_push |= try_receive(&pull).is_some();
+            heard_pub && heard_push
+        }),
+        "the router relays nothing"
+    );
+    while try_receive(&subscriber).is_some() || try_receive(&pull).is_some() {}
+
+    let sent: Vec<(Vec<u8>, Vec<u8>)> = (0..300)
+        .map(|i| {
+            let topic = format!("EUR.{}", i % 3).into_bytes();
+            // Payloads above libzmq's 33-byte inline size travel as shared buffers.
+            let payload = format!("tick {i:04} {}", "x".repeat(i % 80)).into_bytes();
+            (topic, payload)
+        })
+        .collect();
+    for (topic, payload) in &sent {
+        publisher
+            .send_multipart([&topic[..], &payload[..]], 0)
+            .expect("send");
+    }
+    let published = receive(&subscriber, sent.len());
+    let pushed = receive(&pull, sent.len());
+    let want_published: Vec<Vec<Vec<u8>>> = sent
+        .iter()
+        .map(|(t, p)| vec![t.clone(), p.clone()])
+        .collect();
+    let want_pushed: Vec<Vec<Vec<u8>>> = sent.iter().map(|(_, p)| vec![p.clone()]).collect();
+    assert_eq!(
+        published, want_published,
+        "the PUB output: topic and payload"
+    );
+    assert_eq!(pushed, want_pushed, "the PUSH output: the payload");
+    stop(proc);
+}
+
 #[test]
 fn dealer_to_router_input_and_dealer_output() {
     let (in_port, out_port) = (free_port(), free_port());

@@ -158,9 +158,9 @@ fn run_at_least_once(
     runners: &mut Vec<RouteRunner>,
 ) -> anyhow::Result<Ended> {
     while control.between_batches(runners) {
-        let batch = source.poll_batch(MAX_BATCH, IDLE_WAIT);
+        let mut batch = source.poll_batch(MAX_BATCH, IDLE_WAIT);
         if !batch.is_empty() {
-            crate::pipeline::run_batch(name, runners, &batch);
+            crate::pipeline::run_batch(name, runners, &mut batch);
         }
         drop(batch);
         source.store_progress();
@@ -205,7 +205,7 @@ fn run_exactly_once(
                 return Ok(Ended::ProducerStuck(why));
             }
             let wait = transaction::lock(tx).wait(IDLE_WAIT);
-            let batch = source.poll_batch(MAX_BATCH, wait);
+            let mut batch = source.poll_batch(MAX_BATCH, wait);
             if let Some(e) = transaction::lock(tx).take_fatal() {
                 return Err(e);
             }
@@ -221,7 +221,7 @@ fn run_exactly_once(
             }
             if !batch.is_empty() {
                 transaction::lock(tx).begin(&batch)?;
-                crate::pipeline::run_batch(name, runners, &batch);
+                crate::pipeline::run_batch(name, runners, &mut batch);
             }
             drop(batch);
             if transaction::lock(tx).due() {

@@ -80,10 +80,12 @@ pub fn settle_returns(runners: &mut [RouteRunner]) {
     }
 }
 
-/// Runs a batch from input `name` through every route that reads it. Generic over the
+/// Runs a batch from input `name` through every route that reads it (the last may take
+/// frames out of its messages, see [`RouteRunner::process`]). Generic over the
 /// message type, so the route reads each field without a virtual call.
-pub fn run_batch<M: Incoming>(name: &str, runners: &mut [RouteRunner], batch: &[M]) {
-    for runner in runners {
-        runner.process(name, batch);
+pub fn run_batch<M: Incoming>(name: &str, runners: &mut [RouteRunner], batch: &mut [M]) {
+    let count = runners.len();
+    for (i, runner) in runners.iter_mut().enumerate() {
+        runner.process(name, batch, i + 1 == count);
     }
 }

@@ -8,6 +8,7 @@ mod frame;
 pub mod input;
 pub mod request;
 mod route;
+mod send;
 
 use std::time::Duration;
 
@@ -38,6 +39,33 @@ pub trait Incoming {
     fn frame(&self) -> Option<&Frame> {
         None
     }
+    /// Takes the ZeroMQ frames a message received as it is consists of, for a ZeroMQ output
+    /// to send on without a copy or a second reference, as `zmq_proxy` forwards: its topic
+    /// frame (a SUB's), if it has one, and its payload frame. The message is empty after
+    /// it. `None` for a message that is more than its frames (an envelope, a Kafka record).
+    fn take_frames(&mut self) -> Option<Frames> {
+        None
+    }
+}
+
+/// The frames of a message received from ZeroMQ, taken to be forwarded
+/// ([`Incoming::take_frames`]).
+#[derive(Debug)]
+pub struct Frames {
+    /// A SUB's topic frame, which is the record's key.
+    pub topic: Option<Frame>,
+    /// The payload.
+    pub payload: Frame,
+}
+
+/// A message's frames on their way to a ZeroMQ output, with the acknowledgement the output
+/// settles once it has them.
+#[derive(Debug)]
+pub struct Forward {
+    /// The frames.
+    pub frames: Frames,
+    /// The acknowledgement.
+    pub ack: Option<Ack>,
 }
 
 /// A record for a sink, borrowed from the message or plugin output it comes from.
@@ -79,6 +107,16 @@ pub trait Sink: Send + Sync {
     /// refused at once for good is a [`Refused`] error (and `ack` is dropped untouched); one
     /// refused later goes back to its route through [`Ack::refused`].
     fn send(&self, record: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()>;
+    /// Whether the output takes received ZeroMQ frames as they are ([`Sink::forward`]).
+    fn forwards_frames(&self) -> bool {
+        false
+    }
+    /// Sends received frames on as they are, in order, taking them: for each, what `send`
+    /// does with a record. Called only on an output that [`Sink::forwards_frames`].
+    fn forward(&self, records: Vec<Forward>) -> anyhow::Result<()> {
+        drop(records);
+        anyhow::bail!("output `{}` does not forward ZeroMQ frames", self.name())
+    }
     /// Waits until everything handed over is delivered, or `timeout` passes.
     fn flush(&self, timeout: Duration) -> anyhow::Result<()>;
     /// For a Kafka output: its topic and counters (an exactly-once input writes the

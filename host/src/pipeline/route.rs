@@ -8,7 +8,8 @@ use std::sync::Arc;
 use switchyard_abi::{BatchWriter, Origin, Outcome};
 
 use super::chain::{Failure, Item, breaker_record, call, fared, isolate, whole_batch};
-use super::{Ack, Incoming, OutRecord, Refused, Returned, Returns, Sink};
+use super::send::{borrow_headers, child_ack, forward, original, send_all};
+use super::{Ack, Forward, Incoming, OutRecord, Refused, Returned, Returns, Sink};
 use crate::config::When;
 use crate::metrics::{PluginStats, RouteStats};
 use crate::plugin::{PluginError, PluginInstance};
@@ -106,8 +107,10 @@ impl RouteRunner {
         }
     }
 
-    /// Runs a batch from `input` through the route.
-    pub fn process<M: Incoming>(&mut self, input: &str, batch: &[M]) {
+    /// Runs a batch from `input` through the route. `last` says no other route reads the
+    /// batch after this one: a message this route passes unchanged to its one ZeroMQ output
+    /// is then forwarded as the frames it came in ([`Incoming::take_frames`]).
+    pub fn process<M: Incoming>(&mut self, input: &str, batch: &mut [M], last: bool) {
         let stats = Arc::clone(&self.spec.stats);
         let mut items: Vec<(usize, Item)> = batch
             .iter()
@@ -225,12 +228,34 @@ impl RouteRunner {
         // Without a dead-letter output, a record refused at once stops its partition
         // (`on_produce_error = "pause"`): nothing after it is written ahead of it.
         let refusal_stops = self.spec.dead_letter.is_none() && !self.spec.drop_refused;
+        // Messages passed unchanged, on their way to the one output as the frames they
+        // came in; sent before anything else is, to keep the order.
+        let forward_to = match &self.spec.to[..] {
+            [sink] if last && sink.forwards_frames() => Some(Arc::clone(sink)),
+            _ => None,
+        };
+        let mut forwards: Vec<Forward> = match forward_to {
+            Some(_) => Vec::with_capacity(items.len()),
+            None => Vec::new(),
+        };
         for (i, item) in items {
-            if dead.contains_key(&i) || stopped_before(&stops, i, &batch[i]) {
+            if dead.contains_key(&i) || stopped_before(&stops, i, batch) {
                 continue;
             }
+            let ack = child_ack(&mut children, batch[i].ack(), &self.returns);
+            if let (Item::Original, Some(_)) = (&item, &forward_to)
+                && let Some(frames) = batch[i].take_frames()
+            {
+                forwards.push(Forward {
+                    frames,
+                    ack: ack.cloned(),
+                });
+                continue;
+            }
+            if let Some(sink) = &forward_to {
+                forward(sink, &mut forwards, &stats);
+            }
             let m = &batch[i];
-            let ack = child_ack(&mut children, m.ack(), &self.returns);
             let mut send = |sinks: &[Arc<dyn Sink>], rec: &OutRecord<'_>| {
                 if let Some(r) = send_all(sinks, rec, ack, &stats) {
                     refused.push((i, r));
@@ -273,16 +298,18 @@ impl RouteRunner {
             }
             if refusal_stops
                 && refused.last().is_some_and(|(j, _)| *j == i)
-                && let Some(p) = partition(m)
-                && !stops.iter().any(|(_, q)| *q == p)
+                && !stops_partition(&stops, batch, i)
             {
-                stops.push((i, p));
+                stops.push(i);
             }
+        }
+        if let Some(sink) = &forward_to {
+            forward(sink, &mut forwards, &stats);
         }
 
         drop(children);
         for (i, why) in dead {
-            if !stopped_before(&stops, i, &batch[i]) {
+            if !stopped_before(&stops, i, batch) {
                 self.dead_letter(&batch[i], &why);
             }
         }
@@ -297,21 +324,14 @@ impl RouteRunner {
     /// With `on_plugin_error = "pause"`, the first message of each input partition whose
     /// plugin failed, by index: its partition stops there, and the messages after it are
     /// read again with it, so none of them is written (or dead-lettered) ahead of it.
-    fn stops<'b, M: Incoming>(
-        &self,
-        batch: &'b [M],
-        dead: &BTreeMap<usize, DeadLetter>,
-    ) -> Vec<(usize, (&'b str, i32))> {
+    fn stops<M: Incoming>(&self, batch: &[M], dead: &BTreeMap<usize, DeadLetter>) -> Vec<usize> {
         if !self.spec.pause_on_plugin_error {
             return Vec::new();
         }
-        let mut stops: Vec<(usize, (&str, i32))> = Vec::new();
+        let mut stops = Vec::new();
         for (&i, why) in dead {
-            if why.kind != "reject"
-                && let Some(p) = partition(&batch[i])
-                && !stops.iter().any(|(_, q)| *q == p)
-            {
-                stops.push((i, p));
+            if why.kind != "reject" && !stops_partition(&stops, batch, i) {
+                stops.push(i);
             }
         }
         stops
@@ -457,7 +477,6 @@ impl RouteRunner {
     }
 }
 
-/// Owned headers, borrowed as a record holds them.
 /// The Kafka partition message `m` was read from, if it was.
 fn partition<M: Incoming>(m: &M) -> Option<(&str, i32)> {
     match m.origin() {
@@ -491,66 +510,19 @@ fn fail_message<M: Incoming>(m: &M, ack: &Ack) {
 }
 
 /// Whether message `i` comes after a stop (see [`RouteRunner::stops`]) of its partition.
-fn stopped_before<M: Incoming>(stops: &[(usize, (&str, i32))], i: usize, m: &M) -> bool {
+fn stopped_before<M: Incoming>(stops: &[usize], i: usize, batch: &[M]) -> bool {
     !stops.is_empty()
-        && partition(m).is_some_and(|p| stops.iter().any(|(at, q)| *at < i && *q == p))
+        && partition(&batch[i]).is_some_and(|p| {
+            stops
+                .iter()
+                .any(|&at| at < i && partition(&batch[at]) == Some(p))
+        })
 }
 
-fn borrow_headers(headers: &[switchyard_abi::Header]) -> Vec<(&str, Option<&[u8]>)> {
-    headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_deref()))
-        .collect()
-}
-
-/// The input message itself as a record, with `headers` (its own, possibly extended).
-fn original<'a, M: Incoming>(
-    m: &'a M,
-    headers: &'a [(&'a str, Option<&'a [u8]>)],
-) -> OutRecord<'a> {
-    OutRecord {
-        key: m.key(),
-        payload: m.payload(),
-        headers,
-        partition: None,
-        timestamp: m.timestamp(),
-        frame: m.frame(),
-    }
-}
-
-/// The route's own acknowledgement for the input run `ack` belongs to. Messages of one run
-/// are consecutive, so only the last child is looked at: a run met again later (rare) gets
-/// a second child, which completes the same run just as well.
-fn child_ack<'a>(
-    children: &'a mut Vec<(Ack, Ack)>,
-    ack: Option<&Ack>,
-    returns: &Arc<Returns>,
-) -> Option<&'a Ack> {
-    let ack = ack?;
-    if !children.last().is_some_and(|(input, _)| input.same(ack)) {
-        children.push((ack.clone(), ack.child(returns)));
-    }
-    children.last().map(|(_, child)| child)
-}
-
-/// Sends `rec` to every sink; the first refusal for good, if any (the others are logged).
-fn send_all(
-    sinks: &[Arc<dyn Sink>],
-    rec: &OutRecord<'_>,
-    ack: Option<&Ack>,
-    stats: &RouteStats,
-) -> Option<Refused> {
-    let mut refused = None;
-    for sink in sinks {
-        match sink.send(rec, ack.cloned()) {
-            Ok(()) => RouteStats::add(&stats.sent, 1),
-            Err(e) => match e.downcast::<Refused>() {
-                Ok(r) => refused = refused.or(Some(r)),
-                Err(e) => tracing::error!("{e:#}"),
-            },
-        }
-    }
-    refused
+/// Whether message `i` is of a Kafka partition that already stops (see
+/// [`RouteRunner::stops`]); false for a message of no partition, which never stops.
+fn stops_partition<M: Incoming>(stops: &[usize], batch: &[M], i: usize) -> bool {
+    partition(&batch[i]).is_none_or(|p| stops.iter().any(|&at| partition(&batch[at]) == Some(p)))
 }
 
 /// Whether a message matches every `when` predicate.

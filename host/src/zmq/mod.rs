@@ -61,6 +61,7 @@ pub fn run_input(
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut stopped: Option<Instant> = None;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         if !control.between_batches(&mut runners) && stopped.is_none() {
             // Stop taking messages, then finish what was received (and answer it).
@@ -72,7 +73,7 @@ pub fn run_input(
         } else {
             IDLE_WAIT
         };
-        let batch = source.recv_batch(MAX_BATCH, wait);
+        source.recv_batch(&mut batch, MAX_BATCH, wait);
         if batch.is_empty() {
             if let Some(since) = stopped {
                 if source.is_finished() {
@@ -85,8 +86,8 @@ pub fn run_input(
             }
             continue;
         }
-        crate::pipeline::run_batch(name, &mut runners, &batch);
-        drop(batch);
+        crate::pipeline::run_batch(name, &mut runners, &mut batch);
+        batch.clear();
         source.answer();
     }
 }

@@ -1,18 +1,19 @@
 //! A message a ZeroMQ input received, as the pipeline sees it.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
 
 use switchyard_abi::Origin;
 
 use crate::config::ZmqSocketType;
-use crate::pipeline::{Ack, Frame, Incoming};
+use crate::pipeline::{Ack, Frame, Frames, Incoming};
 
 /// A message received from a ZeroMQ socket. Kept small, with what most messages lack
 /// behind one pointer: records are moved into the batch one by one.
 #[derive(Debug)]
 pub struct ZmqRecord {
     pub(super) payload: Frame,
-    endpoint: Arc<str>,
+    endpoint: &'static str,
     socket_type: &'static str,
     /// A topic, a peer, an envelope's metadata.
     pub(super) extras: Option<Box<Extras>>,
@@ -23,8 +24,11 @@ pub struct ZmqRecord {
 /// What a [`ZmqRecord`] holds besides its payload, when it holds anything.
 #[derive(Debug, Default)]
 pub(super) struct Extras {
-    pub(super) topic: Option<Vec<u8>>,
+    /// A SUB's topic frame: the record's key too, unless an envelope gave one.
+    pub(super) topic: Option<Frame>,
     pub(super) peer: Option<Vec<u8>>,
+    /// Whether the record came in an envelope, which gives its key, headers and timestamp.
+    pub(super) enveloped: bool,
     pub(super) key: Option<Vec<u8>>,
     /// The payload frame stands for no payload at all (an envelope's tombstone).
     pub(super) null_payload: bool,
@@ -34,10 +38,10 @@ pub(super) struct Extras {
 
 impl ZmqRecord {
     /// A record of `payload` alone.
-    pub(super) fn plain(payload: Frame, endpoint: &Arc<str>, kind: ZmqSocketType) -> Self {
+    pub(super) fn plain(payload: Frame, endpoint: &'static str, kind: ZmqSocketType) -> Self {
         ZmqRecord {
             payload,
-            endpoint: Arc::clone(endpoint),
+            endpoint,
             socket_type: kind.as_str(),
             extras: None,
             ack: None,
@@ -64,7 +68,7 @@ impl Incoming for ZmqRecord {
     fn origin(&self) -> Origin<'_> {
         let extras = self.extras.as_deref();
         Origin::Zmq {
-            endpoint: &self.endpoint,
+            endpoint: self.endpoint,
             socket_type: self.socket_type,
             topic: extras.and_then(|e| e.topic.as_deref()),
             peer: extras.and_then(|e| e.peer.as_deref()),
@@ -72,7 +76,12 @@ impl Incoming for ZmqRecord {
     }
 
     fn key(&self) -> Option<&[u8]> {
-        self.extras.as_ref().and_then(|e| e.key.as_deref())
+        let extras = self.extras.as_deref()?;
+        if extras.enveloped {
+            extras.key.as_deref()
+        } else {
+            extras.topic.as_deref()
+        }
     }
 
     fn payload(&self) -> Option<&[u8]> {
@@ -99,4 +108,28 @@ impl Incoming for ZmqRecord {
     fn frame(&self) -> Option<&Frame> {
         (!self.null_payload()).then_some(&self.payload)
     }
+
+    fn take_frames(&mut self) -> Option<Frames> {
+        if self.extras.as_ref().is_some_and(|e| e.enveloped) {
+            return None;
+        }
+        Some(Frames {
+            topic: self.extras.as_mut().and_then(|e| e.topic.take()),
+            payload: std::mem::take(&mut self.payload),
+        })
+    }
+}
+
+/// The endpoint label records carry, kept once per distinct label for the life of the
+/// process, so that a record points at it rather than counting references to it. Labels
+/// come from the configuration's endpoints, so there are few.
+pub(super) fn intern(label: &str) -> &'static str {
+    static LABELS: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut labels = LABELS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = labels.get(label) {
+        return known;
+    }
+    let label: &'static str = Box::leak(label.into());
+    labels.insert(label);
+    label
 }

@@ -24,7 +24,8 @@ pub struct ZmqSource {
     /// Malformed messages skipped since the last warning.
     skips: Skips,
     socket: Option<zmq::Socket>,
-    endpoint: Arc<str>,
+    /// The endpoint records name as their origin.
+    endpoint: &'static str,
     kind: ZmqSocketType,
     envelope: bool,
     /// A `router` input's answers, with `reply = "ack"`.
@@ -71,7 +72,7 @@ impl ZmqSource {
             monitor: Some(monitor),
             skips: Skips::default(),
             socket: Some(socket),
-            endpoint: super::endpoint_label(config).into(),
+            endpoint: super::record::intern(&super::endpoint_label(config)),
             kind: *config.socket.get_ref(),
             envelope: config.envelope,
             gateway,
@@ -135,41 +136,44 @@ impl ZmqSource {
         readable
     }
 
-    /// Waits up to `wait` for a first message, then takes what else libzmq has queued, up
-    /// to `max`.
-    pub fn recv_batch(&mut self, max: usize, wait: Duration) -> Vec<ZmqRecord> {
-        let mut batch = Vec::new();
+    /// Waits up to `wait` for a first message, then takes what else libzmq has queued into
+    /// `batch` (empty, its room kept from one batch to the next), up to `max`.
+    pub fn recv_batch(&mut self, batch: &mut Vec<ZmqRecord>, max: usize, wait: Duration) {
         if !self.poll(wait) {
-            return batch;
+            return;
         }
         let Some(socket) = &mut self.socket else {
-            return batch;
+            return;
         };
         let mut frames = Vec::new();
         let now = Instant::now();
         while batch.len() < max {
-            match recv_frames(socket, &mut frames) {
-                Ok(true) => {}
-                Ok(false) => break,
+            let mut first = Frame::new();
+            match first.recv(socket, zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => break,
                 Err(e) => {
                     tracing::error!("receive failed: {e}");
                     break;
                 }
             }
             // The common case, one frame on a PULL or SUB without an envelope: its payload.
-            if frames.len() == 1
+            if !first.more()
                 && !self.envelope
                 && matches!(self.kind, ZmqSocketType::Pull | ZmqSocketType::Sub)
-                && let Some(payload) = frames.pop()
             {
-                batch.push(ZmqRecord::plain(payload, &self.endpoint, self.kind));
+                batch.push(ZmqRecord::plain(first, self.endpoint, self.kind));
                 continue;
+            }
+            if let Err(e) = recv_rest(socket, first, &mut frames) {
+                tracing::error!("receive failed: {e}");
+                break;
             }
             let Received {
                 peer,
                 routing,
                 decoded,
-            } = received(&mut frames, self.kind, self.envelope, &self.endpoint);
+            } = received(&mut frames, self.kind, self.envelope, self.endpoint);
             let Some(gateway) = &mut self.gateway else {
                 match decoded {
                     Ok(mut record) => {
@@ -202,7 +206,6 @@ impl ZmqSource {
                 batch.push(record);
             }
         }
-        batch
     }
 
     /// Stops taking messages. A plain input closes its socket: what libzmq had queued and
@@ -269,17 +272,11 @@ impl Drop for Skips {
     }
 }
 
-/// Receives the frames of one message into `frames` (emptied first) if one is queued;
-/// `Ok(false)` if none is. The parts of a multipart message arrive together, so only the
-/// first receive can find the queue empty.
-fn recv_frames(socket: &mut zmq::Socket, frames: &mut Vec<Frame>) -> zmq::Result<bool> {
+/// Receives the frames of a message after its `first` into `frames` (emptied first, then
+/// holding them all). The parts of a multipart message arrive together, so none of them
+/// has to be waited for.
+fn recv_rest(socket: &mut zmq::Socket, first: Frame, frames: &mut Vec<Frame>) -> zmq::Result<()> {
     frames.clear();
-    let mut first = Frame::new();
-    match first.recv(socket, zmq::DONTWAIT) {
-        Ok(()) => {}
-        Err(zmq::Error::EAGAIN) => return Ok(false),
-        Err(e) => return Err(e),
-    }
     let mut more = first.more();
     frames.push(first);
     while more {
@@ -288,7 +285,7 @@ fn recv_frames(socket: &mut zmq::Socket, frames: &mut Vec<Frame>) -> zmq::Result
         more = part.more();
         frames.push(part);
     }
-    Ok(true)
+    Ok(())
 }
 
 /// A message as received, taken apart: a ROUTER's peer identity and routing envelope, and
@@ -304,7 +301,7 @@ fn received(
     frames: &mut Vec<Frame>,
     kind: ZmqSocketType,
     envelope: bool,
-    endpoint: &Arc<str>,
+    endpoint: &'static str,
 ) -> Received {
     let peer =
         (kind == ZmqSocketType::Router && !frames.is_empty()).then(|| frames.remove(0).to_vec());
@@ -329,7 +326,7 @@ pub(crate) fn decode_received(
         peer,
         routing,
         decoded,
-    } = received(&mut frames, kind, envelope, &Arc::from("tcp://127.0.0.1:1"));
+    } = received(&mut frames, kind, envelope, "tcp://127.0.0.1:1");
     let mut record = decoded?;
     record.set_peer(peer);
     let id = request_id(routing.as_deref(), &record);
@@ -383,26 +380,25 @@ fn decode(
     frames: &mut Vec<Frame>,
     kind: ZmqSocketType,
     envelope: bool,
-    endpoint: &Arc<str>,
+    endpoint: &'static str,
 ) -> Result<ZmqRecord, String> {
     let mut topic = None;
     if kind == ZmqSocketType::Sub && frames.len() > 1 {
-        topic = Some(frames.remove(0).to_vec());
+        topic = Some(frames.remove(0));
     }
     if kind == ZmqSocketType::Router && frames.is_empty() {
         return Err("a ROUTER message needs an identity and a payload".to_owned());
     }
     let mut record = ZmqRecord::plain(Frame::new(), endpoint, kind);
     if let Some(topic) = topic {
-        let extras = record.extras();
-        extras.key = Some(topic.clone());
-        extras.topic = Some(topic);
+        record.extras().topic = Some(topic);
     }
     let enveloped = frames.first().is_some_and(|f| envelope::is_marker(f));
     if envelope && enveloped {
         let marker = frames.remove(0);
         let (meta, payload) = envelope::decode(&marker, std::mem::take(frames))?;
         let extras = record.extras();
+        extras.enveloped = true;
         extras.key = meta.key;
         extras.timestamp = meta.timestamp;
         extras.headers = meta.headers;
@@ -437,7 +433,7 @@ mod tests {
         envelope: bool,
     ) -> Result<ZmqRecord, String> {
         let mut frames = parts.iter().map(|p| Frame::from(*p)).collect();
-        decode(&mut frames, kind, envelope, &"tcp://127.0.0.1:1".into())
+        decode(&mut frames, kind, envelope, "tcp://127.0.0.1:1")
     }
 
     /// The routing envelope of ROUTER frames after the identity, and the frames left.
