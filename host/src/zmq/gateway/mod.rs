@@ -270,8 +270,17 @@ impl Gateway {
     /// Sends every answer that is ready: requests that settled, deadlines that passed, and
     /// answers that found their client's queue full before.
     pub fn answer(&mut self, now: Instant, out: &mut impl Replier) {
+        // One flush answers everything of its client that is ready: a run of requests
+        // from one client (a pipelining client's) is flushed once.
+        let mut flushed: Option<Arc<[u8]>> = None;
         for request in self.completions.take(&mut self.waker) {
-            self.flush(request.client(), out);
+            if flushed
+                .as_ref()
+                .is_none_or(|c| !Arc::ptr_eq(c, request.client()))
+            {
+                self.flush(request.client(), out);
+                flushed = Some(Arc::clone(request.client()));
+            }
             if !self.retries.is_empty()
                 && let Some(clients) = self.retries.remove(&address(&request))
             {
