@@ -27,6 +27,23 @@ use crate::setup::{Proc, Setup, cpu_seconds, json_payload, run_router};
 const APACHE_SIZES: [usize; 2] = [100, 1024];
 /// Partitions of every topic.
 pub const PARTITIONS: u32 = 16;
+/// Checks that `python-json` can run: `python3` with the confluent-kafka package.
+pub fn check_python() -> anyhow::Result<()> {
+    let found = Command::new("python3")
+        .args(["-c", "import confluent_kafka"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        bail!(
+            "the Apache Kafka group's `python-json` baseline needs python3 with confluent-kafka \
+             (`pip install confluent-kafka`), or leave the group out (`--only zmq`, ...)"
+        );
+    }
+    Ok(())
+}
+
 /// The JSON filter of `router-json` and `python-json`: every payload of the harness passes
 /// it (amounts are 100–999), so both parse and test every record and forward all of them.
 const FILTER: (&str, &str) = ("amount", "100");

@@ -174,6 +174,10 @@ fn main() -> anyhow::Result<()> {
     );
 
     let runs = |group: Group| args.only.is_none_or(|only| only == group);
+    if runs(Group::Apache) {
+        // Found before the first run rather than after several minutes of them.
+        kafka::check_python()?;
+    }
     let (zmq, latency) = if runs(Group::Zmq) {
         let zmq = zmq_runs::throughput(&setup)?;
         let native_max = zmq
