@@ -676,8 +676,9 @@ fn a_blocking_pub_output_waits_for_a_slow_subscriber() {
     assert_eq!(got, want);
 }
 
-/// A PUB output (`hwm = 100`) with a subscriber that keeps up and one that reads nothing
-/// (both with a receive high-water mark of 100): `n` messages of 2 KB paced at 2 500 a second; what the fast one got, what the stalled one got
+/// A PUB output (`hwm = 100`) with a subscriber that keeps up (a receive high-water mark of
+/// 10 000, so a test machine pausing its reader for a moment does not make it fall behind)
+/// and one that reads nothing (a receive high-water mark of 100): `n` messages of 2 KB paced at 2 500 a second; what the fast one got, what the stalled one got
 /// when it finally read, and the output's drop counter.
 fn fast_and_stalled_subscribers(when_full: &str, n: usize) -> (usize, usize, f64) {
     let (in_port, out_port, admin_port) = (free_port(), free_port(), free_port());
@@ -699,16 +700,16 @@ fn fast_and_stalled_subscribers(when_full: &str, n: usize) -> (usize, usize, f64
     );
     let ctx = zmq::Context::new();
     let push = zmq_connect(&ctx, zmq::PUSH, in_port);
-    let subscriber = || {
+    let subscriber = |hwm: i32| {
         let sub = ctx.socket(zmq::SUB).expect("socket");
-        sub.set_rcvhwm(100).expect("rcvhwm");
+        sub.set_rcvhwm(hwm).expect("rcvhwm");
         sub.connect(&format!("tcp://127.0.0.1:{out_port}"))
             .expect("connect");
         sub.set_subscribe(b"").expect("subscribe");
         sub.set_rcvtimeo(100).expect("rcvtimeo");
         sub
     };
-    let (fast, stalled) = (subscriber(), subscriber());
+    let (fast, stalled) = (subscriber(10_000), subscriber(100));
     for sub in [&fast, &stalled] {
         assert!(
             wait_until(DEADLINE, || {

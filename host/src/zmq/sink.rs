@@ -157,7 +157,6 @@ impl Sink for ZmqSink {
     fn send(&self, rec: &OutRecord<'_>, ack: Option<Ack>) -> anyhow::Result<()> {
         let topic = rec.key.unwrap_or_default();
         let publish = self.kind == ZmqSocketType::Pub;
-        let mut sends = self.lock();
         let result = if self.envelope {
             let frames = envelope::encode(rec.key, rec.timestamp, rec.headers, rec.payload);
             let mut all: Vec<&[u8]> = Vec::with_capacity(frames.len() + 1);
@@ -165,20 +164,19 @@ impl Sink for ZmqSink {
                 all.push(topic);
             }
             all.extend(frames.iter().map(Vec::as_slice));
-            self.send_locked(&mut sends, &all, Last::None)
+            self.send_locked(&mut self.lock(), &all, Last::None)
         } else if let Some(frame) = rec.frame {
             // A received frame passed unchanged goes on as a second reference to its bytes.
             let head: &[&[u8]] = if publish { &[topic] } else { &[] };
-            self.send_locked(&mut sends, head, Last::Shared(frame))
+            self.send_locked(&mut self.lock(), head, Last::Shared(frame))
         } else if publish {
             // Without an envelope, a tombstone is an empty payload frame.
             let payload = rec.payload.unwrap_or_default();
-            self.send_locked(&mut sends, &[topic, payload], Last::None)
+            self.send_locked(&mut self.lock(), &[topic, payload], Last::None)
         } else {
             let payload = rec.payload.unwrap_or_default();
-            self.send_locked(&mut sends, &[payload], Last::None)
+            self.send_locked(&mut self.lock(), &[payload], Last::None)
         };
-        drop(sends);
         if let Ok(true) = result {
             self.stats.written.fetch_add(1, Ordering::Relaxed);
         }
