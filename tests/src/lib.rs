@@ -104,6 +104,15 @@ pub fn zmq_connect(ctx: &zmq::Context, kind: zmq::SocketType, port: u16) -> zmq:
     socket
 }
 
+/// The next message on `socket` within `within`, as its frames.
+pub fn zmq_recv(socket: &zmq::Socket, within: Duration) -> Option<Vec<Vec<u8>>> {
+    let ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+    if socket.poll(zmq::POLLIN, ms).ok()? == 0 {
+        return None;
+    }
+    socket.recv_multipart(0).ok()
+}
+
 /// Polls `condition` until it holds or `deadline` passes; returns whether it held.
 pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + deadline;

@@ -15,7 +15,7 @@ use switchyard_tests::admin::metric;
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::read_all;
 use switchyard_tests::procs::{Proc, Scratch, router_env};
-use switchyard_tests::{free_port, on_both_brokers, plugins, wait_until, zmq_connect};
+use switchyard_tests::{free_port, on_both_brokers, plugins, wait_until, zmq_connect, zmq_recv};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -75,15 +75,6 @@ fn start(config: &Path, log: &Path, admin: &str) -> Proc {
     proc
 }
 
-/// The next message on `socket` within `within`.
-fn recv(socket: &zmq::Socket, within: Duration) -> Option<Vec<Vec<u8>>> {
-    let ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
-    if socket.poll(zmq::POLLIN, ms).ok()? == 0 {
-        return None;
-    }
-    socket.recv_multipart(0).ok()
-}
-
 /// The JSON answer in the last frame of `frames`.
 fn body(frames: &[Vec<u8>]) -> Value {
     serde_json::from_slice(frames.last().expect("an answer has a body")).expect("JSON")
@@ -95,7 +86,7 @@ fn ask(dealer: &zmq::Socket, id: &str, payload: &str) -> Value {
     dealer
         .send_multipart([id.as_bytes(), b"", payload.as_bytes()], 0)
         .expect("send");
-    let frames = recv(dealer, DEADLINE).unwrap_or_else(|| panic!("no answer to {id}"));
+    let frames = zmq_recv(dealer, DEADLINE).unwrap_or_else(|| panic!("no answer to {id}"));
     assert_eq!(frames.len(), 3, "{id}: [id, \"\", body]");
     assert_eq!(frames[0], id.as_bytes(), "the request id comes back");
     assert!(frames[1].is_empty());
@@ -133,7 +124,7 @@ fn request_and_reply(kind: BrokerKind) {
     let dealer = zmq_connect(&ctx, zmq::DEALER, port);
     let hello = r#"{"amount": 100, "text": "Hello, ZeroMQ!"}"#;
     dealer.send(hello, 0).expect("send");
-    let frames = recv(&dealer, DEADLINE).expect("an answer");
+    let frames = zmq_recv(&dealer, DEADLINE).expect("an answer");
     assert_eq!(frames.len(), 1, "a plain DEALER request gets one frame");
     sent.insert(stored(&body(&frames)), hello.to_owned());
 
@@ -142,7 +133,7 @@ fn request_and_reply(kind: BrokerKind) {
     for i in 0..LOCK_STEP {
         let payload = format!(r#"{{"amount": 200, "req": {i}}}"#);
         req.send(payload.as_str(), 0).expect("send");
-        let frames = recv(&req, DEADLINE).expect("an answer");
+        let frames = zmq_recv(&req, DEADLINE).expect("an answer");
         assert_eq!(frames.len(), 1, "REQ strips the delimiter");
         sent.insert(stored(&body(&frames)), payload);
     }
@@ -161,7 +152,7 @@ fn request_and_reply(kind: BrokerKind) {
             .expect("send");
     }
     for i in 0..PIPELINED {
-        let frames = recv(&pipelined, DEADLINE).unwrap_or_else(|| panic!("no answer {i}"));
+        let frames = zmq_recv(&pipelined, DEADLINE).unwrap_or_else(|| panic!("no answer {i}"));
         assert_eq!(
             frames[0],
             i.to_string().as_bytes(),
@@ -174,7 +165,7 @@ fn request_and_reply(kind: BrokerKind) {
         );
     }
     assert!(
-        recv(&pipelined, Duration::from_millis(300)).is_none(),
+        zmq_recv(&pipelined, Duration::from_millis(300)).is_none(),
         "each request is answered once"
     );
 
@@ -239,7 +230,7 @@ fn every_status(kind: BrokerKind) {
     dealer
         .send_multipart([&b"bad-1"[..], b"", b"one", b"two"], 0)
         .expect("send");
-    let malformed = body(&recv(&dealer, DEADLINE).expect("an answer"));
+    let malformed = body(&zmq_recv(&dealer, DEADLINE).expect("an answer"));
     assert_eq!(malformed["status"], "failed", "{malformed}");
     assert_eq!(malformed["error"]["kind"], "malformed", "{malformed}");
 
@@ -263,7 +254,7 @@ fn every_status(kind: BrokerKind) {
     let paused = Instant::now();
     let mut answers = Vec::new();
     while answers.len() < 3 {
-        let frames = recv(&dealer, DEADLINE).expect("an answer while the broker is paused");
+        let frames = zmq_recv(&dealer, DEADLINE).expect("an answer while the broker is paused");
         answers.push((
             String::from_utf8_lossy(&frames[0]).into_owned(),
             body(&frames)["status"]
@@ -403,14 +394,14 @@ reply_when = "immediate"
     dealer
         .send_multipart([&b"q-3"[..], b"", br#"{"item": "apple", "qty": 4}"#], 0)
         .expect("send");
-    let now = recv(&fast, DEADLINE).expect("an immediate answer while the broker is frozen");
+    let now = zmq_recv(&fast, DEADLINE).expect("an immediate answer while the broker is frozen");
     assert_eq!(body(&now)["total"], 1.0);
     assert!(
-        recv(&dealer, Duration::from_millis(1500)).is_none(),
+        zmq_recv(&dealer, Duration::from_millis(1500)).is_none(),
         "an acknowledged answer waits for the broker"
     );
     broker.resume();
-    let later = recv(&dealer, DEADLINE).expect("answered once the broker is back");
+    let later = zmq_recv(&dealer, DEADLINE).expect("answered once the broker is back");
     assert_eq!(body(&later)["total"], 2.0);
 
     // A message no client waits for cannot be answered: it is dead-lettered as `reply`.
@@ -465,7 +456,7 @@ fn a_killed_router_loses_nothing_a_client_saw_ok(kind: BrokerKind) {
                     in_flight.insert(next, Instant::now());
                     next += 1;
                 }
-                if let Some(frames) = recv(&dealer, Duration::from_millis(100)) {
+                if let Some(frames) = zmq_recv(&dealer, Duration::from_millis(100)) {
                     let i: usize = String::from_utf8_lossy(&frames[0]).parse().expect("an id");
                     let answer = body(&frames);
                     if answer["status"] == "ok" {

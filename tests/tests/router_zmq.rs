@@ -9,10 +9,12 @@ use switchyard_tests::chaos::RssWatch;
 use switchyard_tests::kafka::{Input, produce, read_topic};
 use switchyard_tests::procs::{Proc, Scratch, router, router_with_admin};
 use switchyard_tests::{
-    free_port, plugins, wait_until, zmq_connect, zmq_relay_config, zmq_relay_config_with,
+    free_port, plugins, wait_until, zmq_connect, zmq_recv, zmq_relay_config, zmq_relay_config_with,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
+/// How long a warm-up read waits for a message.
+const MOMENT: Duration = Duration::from_millis(100);
 
 /// Receives `n` multipart messages from `socket`, or fails after the deadline.
 fn receive(socket: &zmq::Socket, n: usize) -> Vec<Vec<Vec<u8>>> {
@@ -204,12 +206,6 @@ to = ["big"]
     stop(proc);
 }
 
-/// Receives from `socket` until a message arrives or 100 ms pass; its frames.
-fn try_receive(socket: &zmq::Socket) -> Option<Vec<Vec<u8>>> {
-    socket.set_rcvtimeo(100).expect("rcvtimeo");
-    socket.recv_multipart(0).ok()
-}
-
 /// One SUB input read by two routes: the first shares each received frame with its PUSH
 /// output, the last forwards the frames themselves to its PUB output. Both get every
 /// message, in order, with the topic frame kept on the PUB.
@@ -253,13 +249,13 @@ to = ["published"]
             publisher
                 .send_multipart([&b"warm"[..], b"up"], 0)
                 .expect("send");
-            heard_pub |= try_receive(&subscriber).is_some();
-            heard_push |= try_receive(&pull).is_some();
+            heard_pub |= zmq_recv(&subscriber, MOMENT).is_some();
+            heard_push |= zmq_recv(&pull, MOMENT).is_some();
             heard_pub && heard_push
         }),
         "the router relays nothing"
     );
-    while try_receive(&subscriber).is_some() || try_receive(&pull).is_some() {}
+    while zmq_recv(&subscriber, MOMENT).is_some() || zmq_recv(&pull, MOMENT).is_some() {}
 
     let sent: Vec<(Vec<u8>, Vec<u8>)> = (0..300)
         .map(|i| {

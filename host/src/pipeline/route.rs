@@ -298,7 +298,7 @@ impl RouteRunner {
             }
             if refusal_stops
                 && refused.last().is_some_and(|(j, _)| *j == i)
-                && !stops_partition(&stops, batch, i)
+                && first_stop(&stops, batch, i)
             {
                 stops.push(i);
             }
@@ -330,7 +330,7 @@ impl RouteRunner {
         }
         let mut stops = Vec::new();
         for (&i, why) in dead {
-            if why.kind != "reject" && !stops_partition(&stops, batch, i) {
+            if why.kind != "reject" && first_stop(&stops, batch, i) {
                 stops.push(i);
             }
         }
@@ -519,10 +519,11 @@ fn stopped_before<M: Incoming>(stops: &[usize], i: usize, batch: &[M]) -> bool {
         })
 }
 
-/// Whether message `i` is of a Kafka partition that already stops (see
-/// [`RouteRunner::stops`]); false for a message of no partition, which never stops.
-fn stops_partition<M: Incoming>(stops: &[usize], batch: &[M], i: usize) -> bool {
-    partition(&batch[i]).is_none_or(|p| stops.iter().any(|&at| partition(&batch[at]) == Some(p)))
+/// Whether message `i` would be the first stop of its Kafka partition (see
+/// [`RouteRunner::stops`]): it has one, and no earlier stop is of it. A message of no
+/// partition never stops anything.
+fn first_stop<M: Incoming>(stops: &[usize], batch: &[M], i: usize) -> bool {
+    partition(&batch[i]).is_some_and(|p| !stops.iter().any(|&at| partition(&batch[at]) == Some(p)))
 }
 
 /// Whether a message matches every `when` predicate.

@@ -28,6 +28,8 @@ pub struct ZmqSource {
     endpoint: &'static str,
     kind: ZmqSocketType,
     envelope: bool,
+    /// A PULL or SUB without an envelope: a message of one frame is its payload.
+    plain: bool,
     /// A `router` input's answers, with `reply = "ack"`.
     gateway: Option<Gateway>,
     /// False once the input stops taking requests (a replying input still answers).
@@ -75,6 +77,11 @@ impl ZmqSource {
             endpoint: super::record::intern(&super::endpoint_label(config)),
             kind: *config.socket.get_ref(),
             envelope: config.envelope,
+            plain: !config.envelope
+                && matches!(
+                    config.socket.get_ref(),
+                    ZmqSocketType::Pull | ZmqSocketType::Sub
+                ),
             gateway,
             receiving: true,
         })
@@ -158,10 +165,7 @@ impl ZmqSource {
                 }
             }
             // The common case, one frame on a PULL or SUB without an envelope: its payload.
-            if !first.more()
-                && !self.envelope
-                && matches!(self.kind, ZmqSocketType::Pull | ZmqSocketType::Sub)
-            {
+            if self.plain && !first.more() {
                 batch.push(ZmqRecord::plain(first, self.endpoint, self.kind));
                 continue;
             }
