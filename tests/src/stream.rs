@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
-use crate::kafka::send;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::kafka::{Input, Record};
 
@@ -101,6 +100,85 @@ pub fn audit_with(records: &[Record], n: u64, seq: impl Fn(&Record) -> u64) -> A
     }
 }
 
+/// The stream producer's own troubles, told on stderr (librdkafka's warnings and errors,
+/// failed deliveries), and the messages sent but not yet delivered: a message the producer
+/// never delivered is one the router never saw, so a test must not blame the router for it.
+#[derive(Default)]
+struct Told {
+    /// Sequence numbers sent and not yet delivered.
+    pending: Arc<std::sync::Mutex<BTreeSet<u64>>>,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl ClientContext for Told {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if (level as i32) <= RDKafkaLogLevel::Warning as i32 {
+            eprintln!("stream producer: {level:?} {fac}: {log_message}");
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        eprintln!("stream producer: error {error}: {reason}");
+    }
+}
+
+impl ProducerContext for Told {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, i: usize) {
+        match result {
+            Ok(_) => {
+                self.pending.lock().expect("pending").remove(&(i as u64));
+            }
+            Err((e, _)) => {
+                if self.failed.fetch_add(1, Ordering::Relaxed) < 10 {
+                    eprintln!("stream producer: the delivery of {i} failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// An idempotent producer of a stream, telling its troubles through `pending`.
+fn stream_producer(
+    bootstrap: &str,
+    pending: &Arc<std::sync::Mutex<BTreeSet<u64>>>,
+) -> BaseProducer<Told> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "600000")
+        .set("linger.ms", "5")
+        .create_with_context(Told {
+            pending: Arc::clone(pending),
+            failed: Default::default(),
+        })
+        .expect("stream producer")
+}
+
+/// Sends message `i` of a stream, waiting for room in the producer's queue while it is full.
+fn send_seq(producer: &BaseProducer<Told>, topic: &str, i: u64, payload: fn(u64) -> String) {
+    let (k, p) = (key(i), payload(i));
+    producer
+        .context()
+        .pending
+        .lock()
+        .expect("pending")
+        .insert(i);
+    let mut record = BaseRecord::with_opaque_to(topic, i as usize)
+        .key(&k)
+        .payload(&p);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// A producer thread writing the stream `0..n` to `topic` at `rate` messages per second,
 /// riding out broker outages in librdkafka's queue (its message timeout is 10 minutes).
 pub struct PacedProducer {
@@ -121,18 +199,13 @@ impl PacedProducer {
         (n, rate): (u64, u64),
         payload: fn(u64) -> String,
     ) -> Self {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("enable.idempotence", "true")
-            .set("partitioner", "murmur2_random")
-            .set("message.timeout.ms", "600000")
-            .set("linger.ms", "5")
-            .create()
-            .expect("stream producer");
+        let bootstrap = bootstrap.to_owned();
         let topic = topic.to_owned();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
+            let pending = Arc::default();
+            let producer = stream_producer(&bootstrap, &pending);
             let start = Instant::now();
             let mut sent = 0;
             for i in 0..n {
@@ -143,16 +216,10 @@ impl PacedProducer {
                 while Instant::now() < due {
                     producer.poll(Duration::from_millis(1));
                 }
-                let (k, p) = (key(i), payload(i));
-                send(
-                    &producer,
-                    BaseRecord::<str, str>::to(&topic).key(&k).payload(&p),
-                );
+                send_seq(&producer, &topic, i, payload);
                 sent = i + 1;
             }
-            producer
-                .flush(Duration::from_secs(600))
-                .expect("the stream producer delivers everything");
+            deliver_all(producer, (&bootstrap, &topic), payload);
             sent
         });
         PacedProducer {
@@ -175,6 +242,65 @@ impl PacedProducer {
         self.thread
             .take()
             .map_or(0, |t| t.join().expect("stream producer thread"))
+    }
+}
+
+/// Waits until everything sent through `producer` is delivered, telling every 30 s how
+/// much is left; panics after 10 minutes.
+///
+/// A librdkafka producer has been seen, once in many runs, to deliver nothing more after a
+/// frozen broker came back while other producers to the same broker went on. The stream's
+/// source is not what a test examines, so a producer that delivers nothing for two minutes
+/// is replaced: a new one sends what is still undelivered, in order. (Both may then write a
+/// message: a duplicate in the input, never a loss or a reordering of first copies.)
+fn deliver_all(
+    producer: BaseProducer<Told>,
+    (bootstrap, topic): (&str, &str),
+    payload: fn(u64) -> String,
+) {
+    const LIMIT: Duration = Duration::from_secs(600);
+    const STALL: Duration = Duration::from_secs(120);
+    let pending = Arc::clone(&producer.context().pending);
+    let left = || pending.lock().expect("pending").len();
+    let start = Instant::now();
+    let mut producers = vec![producer];
+    let (mut last_left, mut progress) = (left(), Instant::now());
+    while left() > 0 {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the stream producer still holds {} messages after {LIMIT:?}",
+            left()
+        );
+        for p in &producers {
+            if let Some(fatal) = p.client().fatal_error() {
+                panic!("the stream producer failed: {fatal:?}");
+            }
+            p.poll(Duration::from_millis(100));
+        }
+        if left() < last_left {
+            (last_left, progress) = (left(), Instant::now());
+        } else if progress.elapsed() >= STALL {
+            let undelivered: Vec<u64> = pending.lock().expect("pending").iter().copied().collect();
+            eprintln!(
+                "stream producer: nothing delivered for {STALL:?}; a new producer sends the {} \
+                 undelivered messages (from {:?})",
+                undelivered.len(),
+                undelivered.first()
+            );
+            let fresh = stream_producer(bootstrap, &pending);
+            for i in undelivered {
+                send_seq(&fresh, topic, i, payload);
+            }
+            producers.push(fresh);
+            progress = Instant::now();
+        }
+    }
+    let failed: u64 = producers
+        .iter()
+        .map(|p| p.context().failed.load(Ordering::Relaxed))
+        .sum();
+    if failed > 0 {
+        eprintln!("stream producer: {failed} deliveries failed, each sent again until delivered");
     }
 }
 
