@@ -111,10 +111,11 @@ pub trait Sink: Send + Sync {
     fn forwards_frames(&self) -> bool {
         false
     }
-    /// Sends received frames on as they are, in order, taking them: for each, what `send`
-    /// does with a record. Called only on an output that [`Sink::forwards_frames`].
-    fn forward(&self, records: Vec<Forward>) -> anyhow::Result<()> {
-        drop(records);
+    /// Sends received frames on as they are, in order, taking them (`records` is left
+    /// empty, its room kept for the next run): for each, what `send` does with a record.
+    /// Called only on an output that [`Sink::forwards_frames`].
+    fn forward(&self, records: &mut Vec<Forward>) -> anyhow::Result<()> {
+        records.clear();
         anyhow::bail!("output `{}` does not forward ZeroMQ frames", self.name())
     }
     /// Waits until everything handed over is delivered, or `timeout` passes.

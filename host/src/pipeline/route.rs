@@ -66,6 +66,8 @@ pub struct RouteRunner {
     spec: RouteSpec,
     plugins: Vec<(PluginInstance, Arc<PluginStats>)>,
     writer: BatchWriter,
+    /// The run of frames on their way to a ZeroMQ output, its room kept from batch to batch.
+    forwards: Vec<Forward>,
     /// Records this runner's outputs refused after accepting them, waiting to be
     /// dead-lettered by [`RouteRunner::settle_returns`].
     returns: Arc<Returns>,
@@ -79,6 +81,7 @@ impl RouteRunner {
             spec,
             plugins,
             writer: BatchWriter::new(),
+            forwards: Vec::new(),
             returns: Arc::default(),
         }
     }
@@ -234,10 +237,7 @@ impl RouteRunner {
             [sink] if last && sink.forwards_frames() => Some(Arc::clone(sink)),
             _ => None,
         };
-        let mut forwards: Vec<Forward> = match forward_to {
-            Some(_) => Vec::with_capacity(items.len()),
-            None => Vec::new(),
-        };
+        let mut forwards = std::mem::take(&mut self.forwards);
         for (i, item) in items {
             if dead.contains_key(&i) || stopped_before(&stops, i, batch) {
                 continue;
@@ -306,6 +306,7 @@ impl RouteRunner {
         if let Some(sink) = &forward_to {
             forward(sink, &mut forwards, &stats);
         }
+        self.forwards = forwards;
 
         drop(children);
         for (i, why) in dead {

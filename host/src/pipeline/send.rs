@@ -7,13 +7,13 @@ use std::sync::Arc;
 use super::{Ack, Forward, Incoming, OutRecord, Refused, Returns, Sink};
 use crate::metrics::RouteStats;
 
-/// Forwards the frames gathered in `forwards` to `sink`, as one run.
+/// Forwards the frames gathered in `forwards` to `sink`, as one run, leaving it empty.
 pub(super) fn forward(sink: &Arc<dyn Sink>, forwards: &mut Vec<Forward>, stats: &RouteStats) {
     if forwards.is_empty() {
         return;
     }
     let count = forwards.len() as u64;
-    match sink.forward(std::mem::take(forwards)) {
+    match sink.forward(forwards) {
         Ok(()) => RouteStats::add(&stats.sent, count),
         Err(e) => tracing::error!("{e:#}"),
     }

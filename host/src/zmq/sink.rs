@@ -190,12 +190,12 @@ impl Sink for ZmqSink {
 
     /// Sends each message's frames as they are, as `zmq_proxy` forwards them, under one
     /// lock for the run. After a failure (the output closing), the rest fail too.
-    fn forward(&self, records: Vec<Forward>) -> anyhow::Result<()> {
+    fn forward(&self, records: &mut Vec<Forward>) -> anyhow::Result<()> {
         let publish = self.kind == ZmqSocketType::Pub;
         let mut sends = self.lock();
         let mut result = Ok(true);
         let mut written = 0;
-        for Forward { frames, ack } in records {
+        for Forward { frames, ack } in records.drain(..) {
             if result.is_ok() {
                 let topic = frames.topic.as_deref().unwrap_or_default();
                 let head: &[&[u8]] = if publish { &[topic] } else { &[] };
