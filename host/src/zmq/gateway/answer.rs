@@ -17,7 +17,9 @@ pub fn render(receipt: &Receipt, duplicate: bool, out: &mut String) -> &'static 
     } else {
         "dropped"
     };
-    let _ = write!(out, r#"{{"status":"{status}""#);
+    out.push_str(r#"{"status":""#);
+    out.push_str(status);
+    out.push('"');
     match status {
         "failed" => {
             if let Some((kind, message)) = &receipt.failed {
@@ -77,7 +79,11 @@ fn record(out: &mut String, stored: &Stored) {
     if let Some((topic, partition, offset)) = &stored.kafka {
         out.push_str(r#","topic":"#);
         string(out, topic);
-        let _ = write!(out, r#","partition":{partition},"offset":{offset}"#);
+        let mut number = itoa::Buffer::new();
+        out.push_str(r#","partition":"#);
+        out.push_str(number.format(*partition));
+        out.push_str(r#","offset":"#);
+        out.push_str(number.format(*offset));
     }
     out.push('}');
 }

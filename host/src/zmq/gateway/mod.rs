@@ -20,7 +20,7 @@
 //!   a client that does not read (its queue is full) waits for room without holding up
 //!   the others.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,6 +34,12 @@ pub use answer::render;
 
 use crate::metrics::InputStats;
 use crate::pipeline::{Ack, Completions, Receipt, Request, Waker};
+
+/// The gateway's maps: looked up several times per request by client identity, which
+/// clients choose, so hashed with a fast hash seeded per process (foldhash) rather than
+/// SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Sends one answer; the socket in the router, a list in tests.
 pub trait Replier {
@@ -132,10 +138,10 @@ impl Gateway {
             completions,
             waker,
             next_ticket: 0,
-            clients: HashMap::new(),
+            clients: HashMap::default(),
             deadlines: VecDeque::new(),
-            retries: HashMap::new(),
-            blocked: HashSet::new(),
+            retries: HashMap::default(),
+            blocked: HashSet::default(),
             dedup: Dedup::new(limits.dedup_window),
             body: String::with_capacity(256),
             stats,
@@ -441,7 +447,7 @@ impl Dedup {
     fn new(capacity: usize) -> Self {
         Dedup {
             capacity,
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             order: VecDeque::new(),
         }
     }
