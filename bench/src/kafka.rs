@@ -371,9 +371,8 @@ fn run_once(
     // watermarks count transaction markers as well as records. The offsets are read
     // `read_uncommitted`: a `read_committed` client asks for stable offsets only, which the
     // broker refuses while a transaction holds offsets of the group, as one nearly always
-    // does here (one every 100 ms), so the first offsets seen came near the end of a run
-    // and three rounds of five measured a few thousand records a second. Offsets of a
-    // transaction are not shown before it commits either way.
+    // does here (one every 100 ms), so the first offsets would be seen near the end of a
+    // run. Offsets of a transaction are not shown before it commits either way.
     let offsets = config
         .starts_with("router-eo")
         .then(|| {

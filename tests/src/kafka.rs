@@ -107,9 +107,11 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[Input]) {
 }
 
 /// Sends `record`, waiting for room in the producer's queue while it is full.
-pub fn send<C, K, P>(producer: &BaseProducer<C>, mut record: BaseRecord<'_, K, P>)
-where
-    C: ProducerContext<DeliveryOpaque = ()>,
+pub fn send<C, K, P>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) where
+    C: ProducerContext,
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
 {

@@ -11,7 +11,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
 
-use crate::kafka::{Input, Record};
+use crate::kafka::{Input, Record, send};
 
 /// A `passthrough` route from topic `in` to topic `out` in consumer group `group`, with
 /// these librdkafka `options` (TOML inline-table entries).
@@ -103,7 +103,6 @@ pub fn audit_with(records: &[Record], n: u64, seq: impl Fn(&Record) -> u64) -> A
 /// The stream producer's own troubles, told on stderr (librdkafka's warnings and errors,
 /// failed deliveries), and the messages sent but not yet delivered: a message the producer
 /// never delivered is one the router never saw, so a test must not blame the router for it.
-#[derive(Default)]
 struct Told {
     /// Sequence numbers sent and not yet delivered.
     pending: Arc<std::sync::Mutex<BTreeSet<u64>>>,
@@ -165,18 +164,12 @@ fn send_seq(producer: &BaseProducer<Told>, topic: &str, i: u64, payload: fn(u64)
         .lock()
         .expect("pending")
         .insert(i);
-    let mut record = BaseRecord::with_opaque_to(topic, i as usize)
-        .key(&k)
-        .payload(&p);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, back)) => {
-                record = back;
-                producer.poll(Duration::from_millis(10));
-            }
-        }
-    }
+    send(
+        producer,
+        BaseRecord::with_opaque_to(topic, i as usize)
+            .key(&k)
+            .payload(&p),
+    );
 }
 
 /// A producer thread writing the stream `0..n` to `topic` at `rate` messages per second,
