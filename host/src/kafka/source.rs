@@ -525,9 +525,9 @@ impl KafkaSource {
     }
 
     /// Why the consumer failed for good, if it did: it can neither fetch nor commit any
-    /// more, and must be replaced by a new one.
-    pub fn failed(&self) -> Option<String> {
-        self.consumer.client().fatal_error().map(|(_, why)| why)
+    /// more, and must be replaced by a new one (unless another instance fenced it).
+    pub fn failed(&self) -> Option<(rdkafka::types::RDKafkaErrorCode, String)> {
+        self.consumer.client().fatal_error()
     }
 
     /// Lets go of a consumer that failed for good: closing it can take long (librdkafka
