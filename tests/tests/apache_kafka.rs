@@ -288,8 +288,8 @@ fn a_frozen_broker_is_reported_and_the_flow_resumes() {
 }
 
 /// The same with a static member (`instance_id`) whose 6 s session expires in the freeze:
-/// librdkafka's consumer then fails for good, fenced by its own rejoin, and the input goes
-/// on with a new consumer instead of stalling.
+/// librdkafka's consumer may then fail for good, fenced by its own rejoin, and the input
+/// goes on with a new consumer instead of stalling or stopping.
 #[test]
 fn a_static_member_frozen_out_of_its_session_rejoins() {
     frozen_broker(
@@ -495,4 +495,61 @@ fn killed_and_restarted(top: &str, label: &str) -> Duration {
     assert_eq!(audit.lost, 0, "messages lost over a restart ({label})");
     stop(second);
     resumed
+}
+
+/// A second router started by mistake with the first one's `instance_id` takes its place:
+/// the first stops with an error that says so, instead of fencing the second in turn with
+/// a new consumer, for ever; the second finishes the stream, and nothing is lost.
+#[test]
+fn a_second_router_with_the_same_instance_id_stops_the_first() {
+    const N: u64 = 12_000;
+    let broker = Broker::start(BrokerKind::Apache, &["in:4", "out:4"]);
+    let bootstrap = broker.bootstrap().to_owned();
+    let scratch = Scratch::new("same-id");
+    let cfg = scratch.write(
+        "router.toml",
+        &format!(
+            "instance_id = \"router-0\"\n{}",
+            config(&bootstrap, "same-id", CLASSIC)
+        ),
+    );
+    let (log_a, log_b) = (scratch.path("a.log"), scratch.path("b.log"));
+    let mut a = router(&cfg, &log_a);
+    let producer = PacedProducer::start(&bootstrap, "in", N, 3_000);
+    assert!(
+        wait_until(DEADLINE, || topic_size(&bootstrap, "out") >= N as i64 / 4),
+        "the stream did not start"
+    );
+    let b = router(&cfg, &log_b);
+    let exited = a.wait_for_exit(DEADLINE);
+    let text = std::fs::read_to_string(&log_a).unwrap_or_default();
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "the replaced router did not stop with an error:\n{text}"
+    );
+    assert!(
+        text.contains("another instance took this one's place"),
+        "the replaced router did not say why:\n{text}"
+    );
+    assert!(
+        !text.contains("starts over with a new consumer"),
+        "the replaced router fought back:\n{text}"
+    );
+    producer.finish();
+    assert!(
+        wait_until(DEADLINE, || committed(&bootstrap, "same-id", "in")
+            == N as i64),
+        "the second router did not finish the stream:\n{}",
+        std::fs::read_to_string(&log_b).unwrap_or_default()
+    );
+    let audit = audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N);
+    assert_eq!(
+        audit.lost, 0,
+        "messages lost when one router replaced another"
+    );
+    assert!(
+        !log_contains(&log_b, "starts over with a new consumer"),
+        "the second router was fenced back"
+    );
+    stop(b);
 }

@@ -11,6 +11,7 @@
 mod apache;
 mod embedded;
 mod logs;
+mod outage;
 mod rewind;
 mod sink;
 mod source;
@@ -138,16 +139,6 @@ fn pause(control: &InputControl, runners: &mut Vec<RouteRunner>, failures: u32) 
     true
 }
 
-/// An error when a consumer was fenced by another with the same `group.instance.id`:
-/// another instance runs with this one's `instance`, and a new consumer would only fence
-/// it in turn, for ever, so the input stops instead.
-fn fenced(code: rdkafka::types::RDKafkaErrorCode, why: &str) -> anyhow::Result<()> {
-    if code == rdkafka::types::RDKafkaErrorCode::FencedInstanceId {
-        anyhow::bail!("another instance took this one's place in the group: {why}");
-    }
-    Ok(())
-}
-
 /// How an input's loop ended.
 enum Ended {
     /// The input was told to stop, and closed.
@@ -174,8 +165,8 @@ fn run_at_least_once(
         }
         drop(batch);
         source.store_progress();
-        if let Some((code, why)) = source.failed() {
-            fenced(code, &why)?;
+        if let Some(failure) = source.failed() {
+            let why = failure?;
             // Nothing more can be committed through this consumer: what is in flight is
             // read again by the next one.
             return Ok(Ended::ConsumerFailed(why));
@@ -220,13 +211,13 @@ fn run_exactly_once(
             if let Some(e) = transaction::lock(tx).take_fatal() {
                 return Err(e);
             }
-            if let Some((code, why)) = source.failed() {
+            if let Some(failure) = source.failed() {
                 drop(batch);
                 // The group no longer counts this consumer as a member: its offsets
                 // cannot commit, so the open transaction is aborted, and the next consumer
                 // reads from the offsets the last committed one wrote.
                 transaction::lock(tx).abandon()?;
-                fenced(code, &why)?;
+                let why = failure?;
                 return Ok(Ended::ConsumerFailed(format!(
                     "the Kafka consumer failed for good ({why})"
                 )));

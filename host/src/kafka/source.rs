@@ -16,6 +16,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard_abi::Origin;
 
+use super::outage::{self, Outage, SILENT};
 use super::rewind::Rewinds;
 use super::transaction::{self, Shared};
 use crate::metrics::InputStats;
@@ -38,21 +39,12 @@ struct SourceContext {
     assigned: AtomicBool,
     /// Readiness, assignments and lag, for the admin endpoint.
     stats: Arc<InputStats>,
-    /// The current outage, if any: shared by the consumers an input has in turn, so the
-    /// one that replaces a failed consumer says when the outage is over.
+    /// The cluster's outages, as this input sees them.
     outage: Arc<Mutex<Outage>>,
     /// An exactly-once input's transactions: a revoke ends the open one.
     transactions: Option<Shared>,
     /// Set when the consumer failed and a new one took over: its rebalances end nothing.
     retired: AtomicBool,
-}
-
-/// An outage of the cluster, from the input's side: when it began, and when the cluster
-/// last came back (not announced until it has stayed back for [`STABLE`]).
-#[derive(Debug, Default)]
-pub struct Outage {
-    since: Option<Instant>,
-    back_since: Option<Instant>,
 }
 
 impl ClientContext for SourceContext {
@@ -89,96 +81,7 @@ impl ClientContext for SourceContext {
             }
         }
         self.stats.set_lag(lag);
-        self.watch_cluster(&statistics);
-    }
-}
-
-/// How long a broker with requests waiting may stay silent before the input reports it. A
-/// consumer's fetches are answered at least every `fetch.wait.max.ms` (500 ms by default).
-const SILENT: Duration = Duration::from_secs(5);
-
-/// How long the cluster must answer before the end of an outage is announced. A broker
-/// that comes back from a freeze often drops its connections a second later (requests timed
-/// out meanwhile): that relapse belongs to the same outage and is not a new one.
-const STABLE: Duration = Duration::from_secs(5);
-
-impl SourceContext {
-    /// Says (once when it starts, once when it ends) when no broker of the cluster answers,
-    /// or one that holds requests has been silent for [`SILENT`]: in `/health/ready` while it
-    /// lasts, and in the log when it starts and once the cluster has answered for
-    /// [`STABLE`].
-    fn watch_cluster(&self, statistics: &Statistics) {
-        let brokers: Vec<_> = statistics
-            .brokers
-            .values()
-            .filter(|b| b.source == "learned" || b.source == "configured")
-            .collect();
-        if brokers.is_empty() {
-            return;
-        }
-        let problem = if !brokers.iter().any(|b| b.state == "UP") {
-            let states: Vec<String> = brokers
-                .iter()
-                .map(|b| format!("{} {}", b.name, b.state))
-                .collect();
-            Some(format!(
-                "no broker of the cluster answers ({})",
-                states.join(", ")
-            ))
-        } else {
-            brokers
-                .iter()
-                .find(|b| {
-                    b.state == "UP"
-                        && b.waitresp_cnt > 0
-                        && Duration::from_micros(u64::try_from(b.rxidle).unwrap_or(0)) >= SILENT
-                })
-                .map(|b| {
-                    format!(
-                        "broker {} has not answered for {} s ({} requests waiting)",
-                        b.name,
-                        b.rxidle / 1_000_000,
-                        b.waitresp_cnt
-                    )
-                })
-        };
-        self.outage(problem);
-    }
-
-    /// Takes what the cluster looks like now: `Some` problem while it does not answer.
-    fn outage(&self, problem: Option<String>) {
-        let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
-        match (problem, self.stats.has_problem("cluster")) {
-            (Some(problem), false) => {
-                if outage.back_since.take().is_none() {
-                    tracing::warn!("{problem}; waiting for it");
-                    outage.since = Some(Instant::now());
-                } else {
-                    tracing::debug!("{problem}: the outage goes on");
-                }
-                self.stats.set_problem("cluster", Some(problem));
-            }
-            (Some(problem), true) => {
-                self.stats.set_problem("cluster", Some(problem));
-            }
-            (None, true) => {
-                // Ready again at once; said in the log once it lasts.
-                outage.back_since = Some(Instant::now());
-                self.stats.set_problem("cluster", None);
-            }
-            (None, false) => {
-                if let Some(back) = outage.back_since
-                    && back.elapsed() >= STABLE
-                {
-                    let after_s = outage
-                        .since
-                        .take()
-                        .map_or(0, |since| back.duration_since(since).as_secs());
-                    outage.back_since = None;
-                    tracing::info!(after_s, "the cluster answers again");
-                }
-            }
-        }
+        outage::watch(&self.outage, &self.stats, &statistics);
     }
 }
 
@@ -219,11 +122,15 @@ impl ConsumerContext for SourceContext {
                 if !said && started.elapsed() >= SILENT {
                     said = true;
                     let waiting: usize = trackers.iter().map(|t| t.in_flight()).sum();
-                    self.outage(Some(format!(
-                        "the cluster has not answered for {} s: {waiting} runs of records \
+                    outage::report(
+                        &self.outage,
+                        &self.stats,
+                        Some(format!(
+                            "the cluster has not answered for {} s: {waiting} runs of records \
                          sent before a revoke are not acknowledged",
-                        SILENT.as_secs()
-                    )));
+                            SILENT.as_secs()
+                        )),
+                    );
                 }
             });
             store(consumer, &self.trackers, &self.input);
@@ -305,6 +212,8 @@ pub struct KafkaSource {
     single_topic: bool,
     /// Partitions stopped at a record that could not be written.
     rewinds: Mutex<Rewinds>,
+    /// When the consumer was created.
+    born: Instant,
 }
 
 impl KafkaSource {
@@ -349,6 +258,7 @@ impl KafkaSource {
             single_topic: topics.len() == 1,
             rewinds: Mutex::default(),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            born: Instant::now(),
         })
     }
 
@@ -525,9 +435,23 @@ impl KafkaSource {
     }
 
     /// Why the consumer failed for good, if it did: it can neither fetch nor commit any
-    /// more, and must be replaced by a new one (unless another instance fenced it).
-    pub fn failed(&self) -> Option<(rdkafka::types::RDKafkaErrorCode, String)> {
-        self.consumer.client().fatal_error()
+    /// more, and must be replaced by a new one.
+    ///
+    /// An error instead when another instance with this one's `group.instance.id` fenced
+    /// it: a new consumer would fence that one in turn, for ever. A static member fenced
+    /// after the cluster went silent was fenced by its own rejoin (its session expired
+    /// meanwhile, and a join it gave up on was answered), and is replaced.
+    pub fn failed(&self) -> Option<anyhow::Result<String>> {
+        let (code, why) = self.consumer.client().fatal_error()?;
+        let outage = self.consumer.context().outage.lock();
+        let outage = outage.unwrap_or_else(PoisonError::into_inner);
+        if code == RDKafkaErrorCode::FencedInstanceId && !outage.seen_since(self.born) {
+            return Some(Err(anyhow::anyhow!(
+                "input `{}`: another instance took this one's place in the group: {why}",
+                self.name
+            )));
+        }
+        Some(Ok(why))
     }
 
     /// Lets go of a consumer that failed for good: closing it can take long (librdkafka
