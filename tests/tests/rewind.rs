@@ -153,7 +153,8 @@ fn deliveries_that_time_out_are_produced_again_without_a_restart() {
     let bootstrap = broker.bootstrap().to_owned();
     let scratch = Scratch::new("rewind-timeout");
     // A static member: the freeze stays inside its session, so no rebalance reads the
-    // partitions again in the router's place.
+    // partitions again in the router's place. Records linger 500 ms in the router's
+    // producer, so some are waiting whenever the broker freezes, and time out in it.
     let cfg = scratch.write(
         "router.toml",
         &format!(
@@ -161,7 +162,7 @@ fn deliveries_that_time_out_are_produced_again_without_a_restart() {
             config(
                 &bootstrap,
                 "timeouts",
-                r#""message.timeout.ms" = "3000""#,
+                r#""message.timeout.ms" = "3000", "linger.ms" = "500""#,
                 ""
             )
         ),

@@ -211,18 +211,8 @@ impl Completions {
         }
     }
 
-    /// The requests settled since the last call, in the order they settled. Reads the
-    /// wake-up bytes first, so a request settling meanwhile wakes the thread again.
-    pub fn take(&self, waker: &mut Waker) -> Vec<Arc<Request>> {
-        let mut buf = [0_u8; 64];
-        loop {
-            match waker.0.read(&mut buf) {
-                Ok(n) if n == buf.len() => {}
-                Ok(_) => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
+    /// The requests settled since the last call, in the order they settled.
+    pub fn take(&self) -> Vec<Arc<Request>> {
         std::mem::take(&mut *self.settled.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
@@ -241,5 +231,19 @@ impl Waker {
     /// The file descriptor to poll for readability.
     pub fn fd(&self) -> RawFd {
         self.0.as_raw_fd()
+    }
+
+    /// Reads the wake-up bytes, once a poll found them, before the settled requests are
+    /// taken: a request settling after that wakes the thread again.
+    pub fn drain(&mut self) {
+        let mut buf = [0_u8; 64];
+        loop {
+            match self.0.read(&mut buf) {
+                Ok(n) if n == buf.len() => {}
+                Ok(_) => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
     }
 }

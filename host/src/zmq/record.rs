@@ -1,7 +1,7 @@
 //! A message a ZeroMQ input received, as the pipeline sees it.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use switchyard_abi::Origin;
 
@@ -26,7 +26,8 @@ pub struct ZmqRecord {
 pub(super) struct Extras {
     /// A SUB's topic frame: the record's key too, unless an envelope gave one.
     pub(super) topic: Option<Frame>,
-    pub(super) peer: Option<Vec<u8>>,
+    /// A ROUTER's peer: for a replying input, the key its gateway knows the client by.
+    pub(super) peer: Option<Arc<[u8]>>,
     /// Whether the record came in an envelope, which gives its key, headers and timestamp.
     pub(super) enveloped: bool,
     pub(super) key: Option<Vec<u8>>,
@@ -53,7 +54,7 @@ impl ZmqRecord {
     }
 
     /// Sets the peer a ROUTER received it from.
-    pub(super) fn set_peer(&mut self, peer: Option<Vec<u8>>) {
+    pub(super) fn set_peer(&mut self, peer: Option<Arc<[u8]>>) {
         if peer.is_some() {
             self.extras().peer = peer;
         }

@@ -123,14 +123,15 @@ impl ZmqSource {
         if let Some(gateway) = &self.gateway {
             items.push(zmq::PollItem::from_fd(gateway.wake_fd(), zmq::POLLIN));
         }
-        let (readable, disconnects) = match zmq::poll(&mut items, wait_ms) {
+        let (readable, disconnects, settled) = match zmq::poll(&mut items, wait_ms) {
             Ok(_) => (
                 self.receiving && items[0].is_readable(),
                 self.monitor.is_some() && items[1].is_readable(),
+                self.gateway.is_some() && items[items.len() - 1].is_readable(),
             ),
             Err(e) => {
                 tracing::error!("poll failed: {e}");
-                (false, false)
+                (false, false, false)
             }
         };
         drop(items);
@@ -138,7 +139,13 @@ impl ZmqSource {
             monitor.take();
         }
         if let Some(gateway) = &mut self.gateway {
-            gateway.answer(Instant::now(), socket);
+            if settled {
+                gateway.woken();
+            }
+            // With requests waiting, the answers go out after their batch, in one pass.
+            if !readable {
+                gateway.answer(Instant::now(), socket);
+            }
         }
         readable
     }
@@ -181,7 +188,7 @@ impl ZmqSource {
             let Some(gateway) = &mut self.gateway else {
                 match decoded {
                     Ok(mut record) => {
-                        record.set_peer(peer);
+                        record.set_peer(peer.map(|p| Arc::from(&p[..])));
                         batch.push(record);
                     }
                     Err(e) => self.skips.skipped(e),
@@ -205,10 +212,17 @@ impl ZmqSource {
                 .then(|| request_id(routing.as_deref(), &record))
                 .flatten();
             if let Some(ack) = gateway.admit(&peer, routing, id, now, socket) {
-                record.set_peer(Some(peer));
+                record.set_peer(ack.replying().map(|r| Arc::clone(r.client())));
                 record.ack = Some(ack);
                 batch.push(record);
             }
+        }
+        // No batch follows (each request was answered at once, or none came): what is
+        // ready is answered here instead of after it.
+        if batch.is_empty()
+            && let Some(gateway) = &mut self.gateway
+        {
+            gateway.answer(now, socket);
         }
     }
 
@@ -295,7 +309,7 @@ fn recv_rest(socket: &mut zmq::Socket, first: Frame, frames: &mut Vec<Frame>) ->
 /// A message as received, taken apart: a ROUTER's peer identity and routing envelope, and
 /// the record the rest decodes to (or why it does not).
 struct Received {
-    peer: Option<Vec<u8>>,
+    peer: Option<Frame>,
     routing: Option<Vec<Vec<u8>>>,
     decoded: Result<ZmqRecord, String>,
 }
@@ -307,8 +321,7 @@ fn received(
     envelope: bool,
     endpoint: &'static str,
 ) -> Received {
-    let peer =
-        (kind == ZmqSocketType::Router && !frames.is_empty()).then(|| frames.remove(0).to_vec());
+    let peer = (kind == ZmqSocketType::Router && !frames.is_empty()).then(|| frames.remove(0));
     let routing = routing_envelope(frames, kind);
     let decoded = decode(frames, kind, envelope, endpoint);
     Received {
@@ -332,7 +345,7 @@ pub(crate) fn decode_received(
         decoded,
     } = received(&mut frames, kind, envelope, "tcp://127.0.0.1:1");
     let mut record = decoded?;
-    record.set_peer(peer);
+    record.set_peer(peer.map(|p| Arc::from(&p[..])));
     let id = request_id(routing.as_deref(), &record);
     Ok((record, id))
 }

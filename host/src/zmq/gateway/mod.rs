@@ -35,9 +35,8 @@ pub use answer::render;
 use crate::metrics::InputStats;
 use crate::pipeline::{Ack, Completions, Receipt, Request, Waker};
 
-/// The gateway's maps: looked up several times per request by client identity, which
-/// clients choose, so hashed with a fast hash seeded per process (foldhash) rather than
-/// SipHash.
+/// The gateway's maps: keyed by client identities, which clients choose, so hashed with a
+/// fast hash seeded per process (foldhash) rather than SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
@@ -94,6 +93,56 @@ pub struct Limits {
     pub envelope: bool,
 }
 
+/// One client's requests, in arrival order, under its identity (shared with its requests).
+struct Client {
+    key: Arc<[u8]>,
+    slots: VecDeque<Slot>,
+}
+
+/// The clients by identity: a request finds its client's queue in one lookup.
+#[derive(Default)]
+struct Clients {
+    table: hashbrown::HashTable<Client>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Clients {
+    fn hash(&self, client: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, client)
+    }
+
+    fn get_mut(&mut self, client: &[u8]) -> Option<&mut Client> {
+        self.table
+            .find_mut(self.hash(client), |c| *c.key == *client)
+    }
+
+    /// The client's queue, empty for a client that has none.
+    fn entry(&mut self, client: &[u8]) -> &mut Client {
+        let hasher = &self.hasher;
+        let hash = std::hash::BuildHasher::hash_one(hasher, client);
+        self.table
+            .entry(
+                hash,
+                |c| *c.key == *client,
+                |c| std::hash::BuildHasher::hash_one(hasher, &*c.key),
+            )
+            .or_insert_with(|| Client {
+                key: Arc::from(client),
+                slots: VecDeque::new(),
+            })
+            .into_mut()
+    }
+
+    fn remove(&mut self, client: &[u8]) {
+        if let Ok(entry) = self
+            .table
+            .find_entry(self.hash(client), |c| *c.key == *client)
+        {
+            entry.remove();
+        }
+    }
+}
+
 /// A request's place in its client's queue.
 struct Slot {
     /// Its number among the input's slots, in arrival order.
@@ -112,12 +161,14 @@ pub struct Gateway {
     limits: Limits,
     completions: Arc<Completions>,
     waker: Waker,
-    next_ticket: u64,
     /// Each client's requests, in arrival order.
-    clients: HashMap<Arc<[u8]>, VecDeque<Slot>>,
-    /// Queued slots by arrival: (deadline, client, ticket). All share one timeout, so this
-    /// is deadline order too. Entries of slots already answered leave from the front.
-    deadlines: VecDeque<(Instant, Arc<[u8]>, u64)>,
+    clients: Clients,
+    /// Every slot's deadline and client, by ticket from `first_ticket` on: all share one
+    /// timeout, so this is deadline order too. An answered slot's entry lets its client go,
+    /// and such entries leave from the front.
+    deadlines: VecDeque<(Instant, Option<Arc<[u8]>>)>,
+    /// The ticket of the first entry of `deadlines`.
+    first_ticket: u64,
     /// Clients with a retry waiting for a request still in flight, by the request's
     /// address.
     retries: HashMap<usize, Vec<Arc<[u8]>>>,
@@ -137,9 +188,9 @@ impl Gateway {
             limits,
             completions,
             waker,
-            next_ticket: 0,
-            clients: HashMap::default(),
+            clients: Clients::default(),
             deadlines: VecDeque::new(),
+            first_ticket: 0,
             retries: HashMap::default(),
             blocked: HashSet::default(),
             dedup: Dedup::new(limits.dedup_window),
@@ -153,6 +204,11 @@ impl Gateway {
         self.waker.fd()
     }
 
+    /// Reads the wake-up of settled requests, once a poll found it (before [`Gateway::answer`]).
+    pub fn woken(&mut self) {
+        self.waker.drain();
+    }
+
     /// Whether retried requests are recognised by their ids (`dedup_window` is set).
     pub fn remembers_ids(&self) -> bool {
         self.limits.dedup_window > 0
@@ -160,7 +216,7 @@ impl Gateway {
 
     /// Whether no request is waiting for its answer.
     pub fn is_idle(&self) -> bool {
-        self.clients.is_empty()
+        self.clients.table.is_empty()
     }
 
     /// How long the input may wait before a deadline passes, at most `wait`.
@@ -173,16 +229,8 @@ impl Gateway {
         };
         self.deadlines
             .front()
-            .map_or(blocked, |(at, _, _)| at.saturating_duration_since(now))
+            .map_or(blocked, |(at, _)| at.saturating_duration_since(now))
             .min(blocked)
-    }
-
-    /// The client's key, shared by its requests.
-    fn key(&self, client: &[u8]) -> (Arc<[u8]>, usize) {
-        match self.clients.get_key_value(client) {
-            Some((key, queue)) => (Arc::clone(key), queue.len()),
-            None => (Arc::from(client), 0),
-        }
     }
 
     /// Takes in a request from `client`. Returns the acknowledgement its records travel
@@ -196,7 +244,9 @@ impl Gateway {
         now: Instant,
         out: &mut impl Replier,
     ) -> Option<Ack> {
-        let (key, queued) = self.key(client);
+        let entry = self.clients.entry(client);
+        let queued = entry.slots.len();
+        let key = Arc::clone(&entry.key);
         if queued >= self.limits.max_in_flight {
             self.body.clear();
             let _ = write!(
@@ -207,6 +257,7 @@ impl Gateway {
             // A client that does not read its answers is not waited for here: a `busy`
             // that finds its queue full is given up.
             count(&self.stats, sent, "busy", false);
+            self.forget_if_idle(client);
             return None;
         }
         if let Some(first) = id.as_deref().and_then(|id| self.dedup.get(id)) {
@@ -228,6 +279,17 @@ impl Gateway {
         Some(Ack::request(request))
     }
 
+    /// Lets a client without requests go (one that was only told `busy`).
+    fn forget_if_idle(&mut self, client: &[u8]) {
+        if self
+            .clients
+            .get_mut(client)
+            .is_some_and(|c| c.slots.is_empty())
+        {
+            self.clients.remove(client);
+        }
+    }
+
     /// Takes in a request that is answered without running (a malformed one): it fails
     /// with `kind` and `message`, in its place in its client's order.
     pub fn refuse(
@@ -239,7 +301,7 @@ impl Gateway {
         now: Instant,
         out: &mut impl Replier,
     ) {
-        let (key, _) = self.key(client);
+        let key = Arc::clone(&self.clients.entry(client).key);
         let receipt = Receipt {
             failed: Some((kind.to_owned(), message.to_owned())),
             ..Receipt::default()
@@ -257,20 +319,16 @@ impl Gateway {
         duplicate: bool,
         now: Instant,
     ) {
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
+        let ticket = self.first_ticket + self.deadlines.len() as u64;
         self.deadlines
-            .push_back((now + self.limits.timeout, Arc::clone(client), ticket));
-        self.clients
-            .entry(Arc::clone(client))
-            .or_default()
-            .push_back(Slot {
-                ticket,
-                request,
-                envelope,
-                duplicate,
-                timed_out: false,
-            });
+            .push_back((now + self.limits.timeout, Some(Arc::clone(client))));
+        self.clients.entry(client).slots.push_back(Slot {
+            ticket,
+            request,
+            envelope,
+            duplicate,
+            timed_out: false,
+        });
     }
 
     /// Sends every answer that is ready: requests that settled, deadlines that passed, and
@@ -279,7 +337,7 @@ impl Gateway {
         // One flush answers everything of its client that is ready: a run of requests
         // from one client (a pipelining client's) is flushed once.
         let mut flushed: Option<Arc<[u8]>> = None;
-        for request in self.completions.take(&mut self.waker) {
+        for request in self.completions.take() {
             if flushed
                 .as_ref()
                 .is_none_or(|c| !Arc::ptr_eq(c, request.client()))
@@ -295,25 +353,20 @@ impl Gateway {
                 }
             }
         }
-        while let Some((at, client, ticket)) = self.deadlines.front() {
-            let head = self
-                .clients
-                .get(client)
-                .and_then(VecDeque::front)
-                .map(|s| s.ticket);
-            let answered = head.is_none_or(|head| head > *ticket);
-            if !answered && *at > now {
+        while let Some((at, client)) = self.deadlines.front() {
+            if client.is_some() && *at > now {
                 break;
             }
-            let (ticket, client) = (*ticket, Arc::clone(client));
-            self.deadlines.pop_front();
-            if answered {
+            let ticket = self.first_ticket;
+            let client = self.deadlines.pop_front().and_then(|(_, client)| client);
+            self.first_ticket += 1;
+            let Some(client) = client else {
                 continue;
-            }
+            };
             if let Some(slot) = self
                 .clients
                 .get_mut(&client)
-                .and_then(|q| q.iter_mut().find(|s| s.ticket == ticket))
+                .and_then(|c| c.slots.iter_mut().find(|s| s.ticket == ticket))
             {
                 slot.timed_out = true;
                 self.flush(&client, out);
@@ -326,23 +379,29 @@ impl Gateway {
 
     /// Answers every request still waiting `timeout` (the input is stopping).
     pub fn time_out_all(&mut self, out: &mut impl Replier) {
-        let clients: Vec<Arc<[u8]>> = self.clients.keys().cloned().collect();
+        let clients: Vec<Arc<[u8]>> = self
+            .clients
+            .table
+            .iter()
+            .map(|c| Arc::clone(&c.key))
+            .collect();
         for client in clients {
-            if let Some(queue) = self.clients.get_mut(&client) {
-                for slot in queue.iter_mut() {
+            if let Some(queued) = self.clients.get_mut(&client) {
+                for slot in &mut queued.slots {
                     slot.timed_out |= !slot.request.is_settled();
                 }
             }
             self.flush(&client, out);
         }
         // What a full queue still holds is given up: the socket closes.
-        self.clients.clear();
+        self.clients.table.clear();
+        self.first_ticket += self.deadlines.len() as u64;
         self.deadlines.clear();
     }
 
     /// Sends `client`'s answers that are ready, in order, up to the first that is not.
     fn flush(&mut self, client: &[u8], out: &mut impl Replier) {
-        let Some(queue) = self.clients.get_mut(client) else {
+        let Some(Client { slots: queue, .. }) = self.clients.get_mut(client) else {
             return;
         };
         let body = &mut self.body;
@@ -389,6 +448,14 @@ impl Gateway {
             if !count(&self.stats, sent, status, slot.duplicate) {
                 self.blocked.insert(Arc::from(client));
                 return;
+            }
+            // Its deadline no longer holds the client.
+            let at = slot.ticket.wrapping_sub(self.first_ticket);
+            if let Some((_, client)) = usize::try_from(at)
+                .ok()
+                .and_then(|at| self.deadlines.get_mut(at))
+            {
+                *client = None;
             }
             queue.pop_front();
         }

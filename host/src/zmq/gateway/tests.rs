@@ -134,6 +134,34 @@ fn busy_timeout_and_gone_clients() {
 }
 
 #[test]
+fn only_requests_unanswered_at_their_deadline_time_out() {
+    let mut g = gateway(10, 0);
+    let mut out = Sent::default();
+    let start = Instant::now();
+    let at = |s| start + Duration::from_secs(s);
+    let a = g.admit(b"a", None, None, at(0), &mut out).expect("a");
+    let b = g.admit(b"b", None, None, at(1), &mut out).expect("b");
+    let c = g.admit(b"a", None, None, at(2), &mut out).expect("c");
+    drop(a);
+    g.answer(at(2), &mut out);
+    assert_eq!(out.statuses(), ["dropped"]);
+    g.answer(at(5), &mut out);
+    assert_eq!(out.statuses(), ["dropped"], "answered before its deadline");
+    g.answer(at(6), &mut out);
+    assert_eq!(
+        out.statuses(),
+        ["dropped", "timeout"],
+        "b's deadline is 6 s"
+    );
+    drop(c);
+    drop(b);
+    g.answer(at(6), &mut out);
+    assert_eq!(out.statuses(), ["dropped", "timeout", "dropped"]);
+    assert_eq!(out.answers[1].0, b"b");
+    assert!(g.is_idle());
+}
+
+#[test]
 fn a_full_client_queue_holds_its_answers_until_there_is_room() {
     let mut g = gateway(10, 0);
     let mut out = Sent {
