@@ -84,14 +84,15 @@ pub(super) fn watch(outage: &Mutex<Outage>, stats: &InputStats, statistics: &Sta
 /// has answered for [`STABLE`].
 pub(super) fn report(outage: &Mutex<Outage>, stats: &InputStats, problem: Option<String>) {
     let mut outage = outage.lock().unwrap_or_else(PoisonError::into_inner);
+    let now = Instant::now();
     if problem.is_some() {
-        outage.last_seen = Some(Instant::now());
+        outage.last_seen = Some(now);
     }
     match (problem, stats.has_problem("cluster")) {
         (Some(problem), false) => {
             if outage.back_since.take().is_none() {
                 tracing::warn!("{problem}; waiting for it");
-                outage.since = Some(Instant::now());
+                outage.since = Some(now);
             } else {
                 tracing::debug!("{problem}: the outage goes on");
             }
@@ -102,7 +103,7 @@ pub(super) fn report(outage: &Mutex<Outage>, stats: &InputStats, problem: Option
         }
         (None, true) => {
             // Ready again at once; said in the log once it lasts.
-            outage.back_since = Some(Instant::now());
+            outage.back_since = Some(now);
             stats.set_problem("cluster", None);
         }
         (None, false) => {

@@ -118,8 +118,8 @@ impl Clients {
 
     /// The client's queue, empty for a client that has none.
     fn entry(&mut self, client: &[u8]) -> &mut Client {
+        let hash = self.hash(client);
         let hasher = &self.hasher;
-        let hash = std::hash::BuildHasher::hash_one(hasher, client);
         self.table
             .entry(
                 hash,
@@ -257,7 +257,6 @@ impl Gateway {
             // A client that does not read its answers is not waited for here: a `busy`
             // that finds its queue full is given up.
             count(&self.stats, sent, "busy", false);
-            self.forget_if_idle(client);
             return None;
         }
         if let Some(first) = id.as_deref().and_then(|id| self.dedup.get(id)) {
@@ -277,17 +276,6 @@ impl Gateway {
         }
         self.queue(&key, envelope, Arc::clone(&request), false, now);
         Some(Ack::request(request))
-    }
-
-    /// Lets a client without requests go (one that was only told `busy`).
-    fn forget_if_idle(&mut self, client: &[u8]) {
-        if self
-            .clients
-            .get_mut(client)
-            .is_some_and(|c| c.slots.is_empty())
-        {
-            self.clients.remove(client);
-        }
     }
 
     /// Takes in a request that is answered without running (a malformed one): it fails
@@ -450,10 +438,10 @@ impl Gateway {
                 return;
             }
             // Its deadline no longer holds the client.
-            let at = slot.ticket.wrapping_sub(self.first_ticket);
-            if let Some((_, client)) = usize::try_from(at)
-                .ok()
-                .and_then(|at| self.deadlines.get_mut(at))
+            if let Some((_, client)) = slot
+                .ticket
+                .checked_sub(self.first_ticket)
+                .and_then(|at| self.deadlines.get_mut(usize::try_from(at).ok()?))
             {
                 *client = None;
             }
