@@ -50,9 +50,10 @@ pub fn runs(setup: &Setup) -> anyhow::Result<(Vec<Throughput>, Vec<Reply>)> {
     // The broker's first minute is slower (its JIT warms up): a run nobody counts takes it.
     let warm_up = "gw-warm-up";
     kafka.create_topic(warm_up, PARTITIONS)?;
+    let broker = kafka.pid();
     run_once(
         setup,
-        &client,
+        (&client, broker),
         kafka.bootstrap(),
         (GATEWAY_CONFIGS[0], warm_up),
         0,
@@ -67,7 +68,7 @@ pub fn runs(setup: &Setup) -> anyhow::Result<(Vec<Throughput>, Vec<Reply>)> {
             let n = setup.count(MESSAGES);
             let (t, reply) = run_once(
                 setup,
-                &client,
+                (&client, broker),
                 kafka.bootstrap(),
                 (config, &topic),
                 round,
@@ -89,12 +90,13 @@ pub fn runs(setup: &Setup) -> anyhow::Result<(Vec<Throughput>, Vec<Reply>)> {
     Ok((throughput, replies))
 }
 
-/// Starts a router whose ROUTER input on `port` writes to `topic`, answering if `reply`.
+/// Starts a router whose ROUTER input on `port` writes to `topic`, answering if `reply`, its
+/// admin endpoint (the mean batch it took) on `admin`.
 fn router(
     setup: &Setup,
     bootstrap: &str,
     topic: &str,
-    port: u16,
+    (port, admin): (u16, u16),
     reply: bool,
 ) -> anyhow::Result<Proc> {
     let file = setup.scratch.join(format!("{topic}.toml"));
@@ -105,7 +107,7 @@ fn router(
     };
     let config = format!(
         r#"[admin]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{admin}"
 [reload]
 watch = "off"
 [kafka.main]
@@ -167,7 +169,7 @@ fn wait_ready(
 /// One run of `config` writing `n` requests to `topic`.
 fn run_once(
     setup: &Setup,
-    client: &BaseConsumer,
+    (client, broker): (&BaseConsumer, Option<u32>),
     bootstrap: &str,
     (config, topic): (&str, &str),
     round: usize,
@@ -175,7 +177,8 @@ fn run_once(
 ) -> anyhow::Result<(Throughput, Option<Reply>)> {
     let acked = config.starts_with("gateway-ack");
     let port = free_port();
-    let child = router(setup, bootstrap, topic, port, acked)?;
+    let admin = free_port();
+    let child = router(setup, bootstrap, topic, (port, admin), acked)?;
     let pid = child.pid();
     let ctx = zmq::Context::new();
     let before = wait_ready(&ctx, client, port, topic, acked)?;
@@ -183,6 +186,7 @@ fn run_once(
     let dealer = connect(&ctx, zmq::DEALER, port)?;
     let cpu_before = cpu_seconds(pid);
     let client_before = cpu_seconds(std::process::id());
+    let broker_before = broker.and_then(cpu_seconds);
     let started = Instant::now();
     let mut latencies = Vec::new();
     let elapsed = if acked {
@@ -190,6 +194,8 @@ fn run_once(
         let mut sent: VecDeque<Instant> = VecDeque::with_capacity(WINDOW);
         latencies.reserve(n);
         let mut next = 0;
+        // One message received into again and again: no allocation per answer.
+        let mut body = zmq::Message::new();
         while latencies.len() < n {
             while next < n && sent.len() < WINDOW {
                 dealer.send(&payloads[next % payloads.len()][..], 0)?;
@@ -200,8 +206,8 @@ fn run_once(
                 bail!("{config}: no answer within 10 s");
             }
             while latencies.len() < n {
-                match dealer.recv_bytes(zmq::DONTWAIT) {
-                    Ok(body) => {
+                match dealer.recv(&mut body, zmq::DONTWAIT) {
+                    Ok(()) => {
                         if !body.starts_with(br#"{"status":"ok""#) {
                             bail!("{config}: answer {}", String::from_utf8_lossy(&body));
                         }
@@ -229,14 +235,20 @@ fn run_once(
     };
     let cpu_after = cpu_seconds(pid);
     // The client's share of the machine (the harness process: the client thread and the
-    // topic watcher), shown beside the router's so it is seen not to be the limit.
-    if let (Some(a), Some(b)) = (client_before, cpu_seconds(std::process::id())) {
+    // topic watcher), shown beside the router's so it is seen not to be the limit, and the
+    // broker's: with the router's, what the machine spends per message.
+    let per_message = |before: Option<f64>, after: Option<f64>| {
+        before.zip(after).map(|(a, b)| (b - a) * 1e9 / n as f64)
+    };
+    let client_cpu = per_message(client_before, cpu_seconds(std::process::id()));
+    let broker_cpu = per_message(broker_before, broker.and_then(cpu_seconds));
+    if let (Some(client), Some(broker)) = (client_cpu, broker_cpu) {
         eprintln!(
-            "  {config}: client {:.0} ns CPU/msg, {:.0} % of a core",
-            (b - a) * 1e9 / n as f64,
-            (b - a) * 100.0 / elapsed.as_secs_f64()
+            "  {config}: client {client:.0} ns CPU/msg ({:.0} % of a core), broker {broker:.0} ns",
+            client * n as f64 / 1e7 / elapsed.as_secs_f64()
         );
     }
+    let mean_batch = crate::setup::mean_batch(admin);
     drop(child);
     let throughput = Throughput {
         transport: "apache",
@@ -249,7 +261,7 @@ fn run_once(
             (Some(a), Some(b)) => Some((b - a) * 1e9 / n as f64),
             _ => None,
         },
-        mean_batch: None,
+        mean_batch,
     };
     let reply = acked.then(|| Reply::from_latencies("gateway-ack", round, &mut latencies));
     Ok((throughput, reply))
@@ -261,7 +273,7 @@ fn lock_step(setup: &Setup, bootstrap: &str, topic: &str, round: usize) -> anyho
     let client: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
-    let _router = router(setup, bootstrap, topic, port, true)?;
+    let _router = router(setup, bootstrap, topic, (port, free_port()), true)?;
     let ctx = zmq::Context::new();
     wait_ready(&ctx, &client, port, topic, true)?;
     let req = connect(&ctx, zmq::REQ, port)?;
