@@ -262,6 +262,8 @@ fn run_once(
             _ => None,
         },
         mean_batch,
+        client_cpu_ns_per_msg: client_cpu,
+        broker_cpu_ns_per_msg: broker_cpu,
     };
     let reply = acked.then(|| Reply::from_latencies("gateway-ack", round, &mut latencies));
     Ok((throughput, reply))

@@ -417,5 +417,7 @@ fn run_once(
             _ => None,
         },
         mean_batch: admin.and_then(crate::setup::mean_batch),
+        client_cpu_ns_per_msg: None,
+        broker_cpu_ns_per_msg: None,
     })
 }

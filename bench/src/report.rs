@@ -462,6 +462,8 @@ pub fn markdown(r: &Results) -> String {
         );
     }
 
+    gateway_machine(&mut out, r);
+
     let _ = writeln!(out, "\n## End-to-end latency on Apache Kafka\n");
     let _ = writeln!(
         out,
@@ -634,4 +636,55 @@ pub fn chart(r: &Results, path: &Path) -> anyhow::Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// What the machine spends per gateway message, router, client and broker together: on a
+/// machine they share, the rate follows it.
+fn gateway_machine(out: &mut String, r: &Results) {
+    let runs = |config: &str| -> Vec<&Throughput> {
+        r.throughput
+            .iter()
+            .filter(|t| t.config == config && t.client_cpu_ns_per_msg.is_some())
+            .collect()
+    };
+    if GATEWAY_CONFIGS.iter().all(|c| runs(c).is_empty()) {
+        return;
+    }
+    let _ = writeln!(out, "\n## What the machine spends per gateway message\n");
+    let _ = writeln!(
+        out,
+        "CPU time per message of the router, the client (the harness process) and the broker (Apache Kafka), which share the machine in the gateway runs, and their sum; the cores they keep busy are the rate times the sum. Medians over rounds (the sum and the cores per round, then their median).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| configuration | msg/s | router, ns | client, ns | broker, ns | together, ns | cores busy |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for config in GATEWAY_CONFIGS {
+        let runs = runs(config);
+        let pick = |f: fn(&Throughput) -> Option<f64>| {
+            median(&runs.iter().filter_map(|t| f(t)).collect::<Vec<_>>())
+        };
+        let together: Vec<f64> = runs
+            .iter()
+            .filter_map(|t| {
+                Some(t.cpu_ns_per_msg? + t.client_cpu_ns_per_msg? + t.broker_cpu_ns_per_msg?)
+            })
+            .collect();
+        let cores: Vec<f64> = runs
+            .iter()
+            .zip(&together)
+            .map(|(t, ns)| t.msgs_per_s * ns / 1e9)
+            .collect();
+        let _ = writeln!(
+            out,
+            "| `{config}` | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            rate(pick(|t| Some(t.msgs_per_s))),
+            pick(|t| t.cpu_ns_per_msg),
+            pick(|t| t.client_cpu_ns_per_msg),
+            pick(|t| t.broker_cpu_ns_per_msg),
+            median(&together),
+            median(&cores)
+        );
+    }
 }

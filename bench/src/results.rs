@@ -61,6 +61,11 @@ pub struct Throughput {
     pub cpu_ns_per_msg: Option<f64>,
     /// The router's mean batch size over the run, from its metrics.
     pub mean_batch: Option<f64>,
+    /// CPU time per message of the client (the harness process), where it shares the
+    /// machine with the router (the gateway runs).
+    pub client_cpu_ns_per_msg: Option<f64>,
+    /// CPU time per message of the broker (Apache Kafka), in the gateway runs.
+    pub broker_cpu_ns_per_msg: Option<f64>,
 }
 
 impl Throughput {

@@ -248,6 +248,8 @@ fn throughput_once(
         msgs_per_s: (count - 1) as f64 / seconds,
         cpu_ns_per_msg,
         mean_batch,
+        client_cpu_ns_per_msg: None,
+        broker_cpu_ns_per_msg: None,
     })
 }
 
