@@ -91,7 +91,7 @@ pub fn runs(setup: &Setup) -> anyhow::Result<(Vec<Throughput>, Vec<Reply>)> {
 }
 
 /// Starts a router whose ROUTER input on `port` writes to `topic`, answering if `reply`, its
-/// admin endpoint (the mean batch it took) on `admin`.
+/// admin endpoint (the mean batch it took) on `admin` (0: any free port).
 fn router(
     setup: &Setup,
     bootstrap: &str,
@@ -234,12 +234,12 @@ fn run_once(
         started.elapsed()
     };
     let cpu_after = cpu_seconds(pid);
-    // The client's share of the machine (the harness process: the client thread and the
-    // topic watcher), shown beside the router's so it is seen not to be the limit, and the
-    // broker's: with the router's, what the machine spends per message.
     let per_message = |before: Option<f64>, after: Option<f64>| {
         before.zip(after).map(|(a, b)| (b - a) * 1e9 / n as f64)
     };
+    // The client's share of the machine (the harness process: the client thread and the
+    // topic watcher), shown beside the router's so it is seen not to be the limit, and the
+    // broker's: with the router's, what the machine spends per message.
     let client_cpu = per_message(client_before, cpu_seconds(std::process::id()));
     let broker_cpu = per_message(broker_before, broker.and_then(cpu_seconds));
     if let (Some(client), Some(broker)) = (client_cpu, broker_cpu) {
@@ -257,10 +257,7 @@ fn run_once(
         round,
         messages: n,
         msgs_per_s: n as f64 / elapsed.as_secs_f64(),
-        cpu_ns_per_msg: match (cpu_before, cpu_after) {
-            (Some(a), Some(b)) => Some((b - a) * 1e9 / n as f64),
-            _ => None,
-        },
+        cpu_ns_per_msg: per_message(cpu_before, cpu_after),
         mean_batch,
         client_cpu_ns_per_msg: client_cpu,
         broker_cpu_ns_per_msg: broker_cpu,
@@ -275,7 +272,7 @@ fn lock_step(setup: &Setup, bootstrap: &str, topic: &str, round: usize) -> anyho
     let client: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
-    let _router = router(setup, bootstrap, topic, (port, free_port()), true)?;
+    let _router = router(setup, bootstrap, topic, (port, 0), true)?;
     let ctx = zmq::Context::new();
     wait_ready(&ctx, &client, port, topic, true)?;
     let req = connect(&ctx, zmq::REQ, port)?;

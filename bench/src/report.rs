@@ -641,13 +641,14 @@ pub fn chart(r: &Results, path: &Path) -> anyhow::Result<()> {
 /// What the machine spends per gateway message, router, client and broker together: on a
 /// machine they share, the rate follows it.
 fn gateway_machine(out: &mut String, r: &Results) {
-    let runs = |config: &str| -> Vec<&Throughput> {
-        r.throughput
-            .iter()
-            .filter(|t| t.config == config && t.client_cpu_ns_per_msg.is_some())
-            .collect()
-    };
-    if GATEWAY_CONFIGS.iter().all(|c| runs(c).is_empty()) {
+    fn together(t: &Throughput) -> Option<f64> {
+        Some(t.cpu_ns_per_msg? + t.client_cpu_ns_per_msg? + t.broker_cpu_ns_per_msg?)
+    }
+    fn cores(t: &Throughput) -> Option<f64> {
+        Some(t.msgs_per_s * together(t)? / 1e9)
+    }
+    let runs = |config: &'static str| r.throughput.iter().filter(move |t| t.config == config);
+    if GATEWAY_CONFIGS.iter().all(|c| runs(c).next().is_none()) {
         return;
     }
     let _ = writeln!(out, "\n## What the machine spends per gateway message\n");
@@ -661,21 +662,9 @@ fn gateway_machine(out: &mut String, r: &Results) {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for config in GATEWAY_CONFIGS {
-        let runs = runs(config);
         let pick = |f: fn(&Throughput) -> Option<f64>| {
-            median(&runs.iter().filter_map(|t| f(t)).collect::<Vec<_>>())
+            median(&runs(config).filter_map(f).collect::<Vec<_>>())
         };
-        let together: Vec<f64> = runs
-            .iter()
-            .filter_map(|t| {
-                Some(t.cpu_ns_per_msg? + t.client_cpu_ns_per_msg? + t.broker_cpu_ns_per_msg?)
-            })
-            .collect();
-        let cores: Vec<f64> = runs
-            .iter()
-            .zip(&together)
-            .map(|(t, ns)| t.msgs_per_s * ns / 1e9)
-            .collect();
         let _ = writeln!(
             out,
             "| `{config}` | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
@@ -683,8 +672,8 @@ fn gateway_machine(out: &mut String, r: &Results) {
             pick(|t| t.cpu_ns_per_msg),
             pick(|t| t.client_cpu_ns_per_msg),
             pick(|t| t.broker_cpu_ns_per_msg),
-            median(&together),
-            median(&cores)
+            pick(together),
+            pick(cores)
         );
     }
 }
