@@ -25,6 +25,36 @@ fn log_contains(path: &Path, text: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|l| l.contains(text))
 }
 
+/// Waits until `group` has committed all of `in`, the stream of `n` and any record its
+/// producer wrote twice, so that a duplicate in the input is not taken for work left
+/// undone; otherwise fails saying `what`, how far the group got, and the routers' logs.
+fn wait_consumed(bootstrap: &str, (group, n): (&str, u64), what: &str, logs: &[&Path]) {
+    let whole = || {
+        let size = topic_size(bootstrap, "in");
+        size >= n as i64 && committed(bootstrap, group, "in") == size
+    };
+    if wait_until(DEADLINE, whole) {
+        return;
+    }
+    let logs: Vec<String> = logs
+        .iter()
+        .map(|l| {
+            format!(
+                "{}:\n{}",
+                l.display(),
+                std::fs::read_to_string(l).unwrap_or_default()
+            )
+        })
+        .collect();
+    panic!(
+        "{what}: {} committed of {} in `in` (the stream is {n}), {} in `out`\n{}",
+        committed(bootstrap, group, "in"),
+        topic_size(bootstrap, "in"),
+        topic_size(bootstrap, "out"),
+        logs.join("\n")
+    );
+}
+
 fn stop(mut proc: Proc) {
     proc.signal("TERM");
     assert!(
@@ -81,10 +111,15 @@ fn rebalance_under_load(options: &str, label: &str) {
     progress(4);
     stop(c);
     producer.finish();
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "rebalance", "in")
-            == N as i64),
-        "the group did not consume and commit the whole stream"
+    wait_consumed(
+        &bootstrap,
+        ("rebalance", N),
+        "the group did not consume and commit the whole stream",
+        &[
+            &scratch.path("a.log"),
+            &scratch.path("b.log"),
+            &scratch.path("c.log"),
+        ],
     );
     let took = started.elapsed();
     let audit = audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N);
@@ -250,10 +285,11 @@ fn a_broker_restart_under_load_loses_nothing() {
     })
     .expect("the router did not resume after the broker came back");
     producer.finish();
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "restart", "in")
-            == N as i64),
-        "the router did not consume and commit the whole stream after the restart"
+    wait_consumed(
+        &bootstrap,
+        ("restart", N),
+        "the router did not consume and commit the whole stream after the restart",
+        &[&scratch.path("router.log")],
     );
     let outcome = Outcome {
         audit: audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N),
@@ -368,10 +404,11 @@ fn frozen_broker(top: &str, options: &str, freeze: Duration) {
     );
     let ready_again = thawed.elapsed();
     producer.finish();
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "frozen", "in")
-            == N as i64),
-        "the stream was not committed after the thaw"
+    wait_consumed(
+        &bootstrap,
+        ("frozen", N),
+        "the stream was not committed after the thaw",
+        &[&log],
     );
     let outcome = Outcome {
         audit: audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N),
@@ -479,10 +516,11 @@ fn killed_and_restarted(top: &str, label: &str) -> Duration {
     );
     let resumed = restarted.elapsed();
     producer.finish();
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "restart", "in")
-            == N as i64),
-        "the stream was not committed after the restart"
+    wait_consumed(
+        &bootstrap,
+        ("restart", N),
+        "the stream was not committed after the restart",
+        &[&scratch.path("first.log"), &scratch.path("second.log")],
     );
     let audit = audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N);
     eprintln!(
@@ -536,11 +574,11 @@ fn a_second_router_with_the_same_instance_id_stops_the_first() {
         "the replaced router fought back:\n{text}"
     );
     producer.finish();
-    assert!(
-        wait_until(DEADLINE, || committed(&bootstrap, "same-id", "in")
-            == N as i64),
-        "the second router did not finish the stream:\n{}",
-        std::fs::read_to_string(&log_b).unwrap_or_default()
+    wait_consumed(
+        &bootstrap,
+        ("same-id", N),
+        "the second router did not finish the stream",
+        &[&log_b],
     );
     let audit = audit(&read_all(&bootstrap, "out", Duration::from_secs(3)), N);
     assert_eq!(

@@ -326,8 +326,9 @@ fn a_second_instance_with_the_same_id_fences_the_first() {
     let exited = a.wait_for_exit(DEADLINE);
     assert!(
         exited.is_some_and(|s| !s.success()),
-        "the fenced router did not stop with an error:\n{}",
-        log_of(&log_a)
+        "the fenced router did not stop with an error:\n{}\nthe second router:\n{}",
+        log_of(&log_a),
+        log_of(&log_b)
     );
     assert!(
         log_contains(&log_a, "fenced"),

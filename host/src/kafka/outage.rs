@@ -27,16 +27,6 @@ pub struct Outage {
     /// When the cluster last came back (not announced until it has stayed back for
     /// [`STABLE`]).
     back_since: Option<Instant>,
-    /// When the cluster was last seen not answering.
-    last_seen: Option<Instant>,
-}
-
-impl Outage {
-    /// Whether the cluster went silent since `since`, or an outage is not yet over: a
-    /// consumer fenced then may have been fenced by its own rejoin.
-    pub fn seen_since(&self, since: Instant) -> bool {
-        self.since.is_some() || self.last_seen.is_some_and(|seen| seen >= since)
-    }
 }
 
 /// Takes a consumer's `statistics`: an outage when no broker of the cluster answers, or one
@@ -85,9 +75,6 @@ pub(super) fn watch(outage: &Mutex<Outage>, stats: &InputStats, statistics: &Sta
 pub(super) fn report(outage: &Mutex<Outage>, stats: &InputStats, problem: Option<String>) {
     let mut outage = outage.lock().unwrap_or_else(PoisonError::into_inner);
     let now = Instant::now();
-    if problem.is_some() {
-        outage.last_seen = Some(now);
-    }
     match (problem, stats.has_problem("cluster")) {
         (Some(problem), false) => {
             if outage.back_since.take().is_none() {

@@ -2,6 +2,7 @@
 //! stored only as far as every earlier message of the partition is acknowledged (see
 //! [`crate::pipeline::PartitionTracker`]), and committed by librdkafka.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,6 +28,12 @@ pub(super) type Trackers = Arc<Mutex<HashMap<(String, i32), Arc<PartitionTracker
 /// How long a revoke waits for in-flight messages before giving their partitions up.
 const REVOKE_DRAIN: Duration = Duration::from_secs(30);
 
+/// How long a consumer that replaced a failed one may go without partitions while the
+/// cluster answers before it too is replaced. A rejoin that completes takes seconds; the
+/// group coordinator can hold a join for its rebalance timeout (`max.poll.interval.ms`,
+/// 5 minutes) when it still counts a member that will never rejoin.
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Drains and commits a partition's progress before it is revoked, so the next owner
 /// starts exactly where this member's acknowledged work ends.
 struct SourceContext {
@@ -45,10 +52,17 @@ struct SourceContext {
     transactions: Option<Shared>,
     /// Set when the consumer failed and a new one took over: its rebalances end nothing.
     retired: AtomicBool,
+    /// Set when librdkafka gave the consumer's membership up and rejoined with a new
+    /// member id (its session timed out, or it was not polled in time): a static member
+    /// fenced after that may have been fenced by its own rejoin.
+    rejoined: AtomicBool,
 }
 
 impl ClientContext for SourceContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        if matches!(facility, "SESSTMOUT" | "MAXPOLL") {
+            self.rejoined.store(true, Ordering::Release);
+        }
         super::logs::log(level, facility, message);
     }
 
@@ -212,8 +226,10 @@ pub struct KafkaSource {
     single_topic: bool,
     /// Partitions stopped at a record that could not be written.
     rewinds: Mutex<Rewinds>,
-    /// When the consumer was created.
-    born: Instant,
+    /// For a consumer that replaced a failed one, until it is given partitions: since
+    /// when it has waited for them with the cluster answering, and the input's count of
+    /// assignments when it started.
+    replacing: Cell<Option<(Instant, u64)>>,
 }
 
 impl KafkaSource {
@@ -235,6 +251,9 @@ impl KafkaSource {
                 .set("isolation.level", "read_committed");
         }
         let trackers: Trackers = Arc::default();
+        let replacing = stats
+            .has_problem("consumer")
+            .then(|| (Instant::now(), stats.assignments.load(Ordering::Relaxed)));
         let consumer: BaseConsumer<SourceContext> = config
             .create_with_context(SourceContext {
                 input: name.to_owned(),
@@ -245,6 +264,7 @@ impl KafkaSource {
                 outage,
                 transactions,
                 retired: AtomicBool::new(false),
+                rejoined: AtomicBool::new(false),
             })
             .with_context(|| format!("input `{name}`: cannot create a Kafka consumer"))?;
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -257,8 +277,8 @@ impl KafkaSource {
             trackers,
             single_topic: topics.len() == 1,
             rewinds: Mutex::default(),
+            replacing: Cell::new(replacing),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
-            born: Instant::now(),
         })
     }
 
@@ -438,20 +458,46 @@ impl KafkaSource {
     /// more, and must be replaced by a new one.
     ///
     /// An error instead when another instance with this one's `group.instance.id` fenced
-    /// it: a new consumer would fence that one in turn, for ever. A static member fenced
-    /// after the cluster went silent was fenced by its own rejoin (its session expired
-    /// meanwhile, and a join it gave up on was answered), and is replaced.
+    /// it: a new consumer would fence that one in turn, for ever. A static member is
+    /// fenced by its own rejoin only after librdkafka gave its membership up (its session
+    /// timed out in an outage, and a request sent before was answered after the rejoin):
+    /// that one is replaced. A broker that was merely slow is no such sign: a consumer
+    /// fenced without having rejoined was fenced by another instance.
     pub fn failed(&self) -> Option<anyhow::Result<String>> {
+        if let Some(why) = self.not_joining() {
+            return Some(Ok(why));
+        }
         let (code, why) = self.consumer.client().fatal_error()?;
-        let outage = self.consumer.context().outage.lock();
-        let outage = outage.unwrap_or_else(PoisonError::into_inner);
-        if code == RDKafkaErrorCode::FencedInstanceId && !outage.seen_since(self.born) {
+        let rejoined = self.consumer.context().rejoined.load(Ordering::Acquire);
+        if code == RDKafkaErrorCode::FencedInstanceId && !rejoined {
             return Some(Err(anyhow::anyhow!(
                 "input `{}`: another instance took this one's place in the group: {why}",
                 self.name
             )));
         }
         Some(Ok(why))
+    }
+
+    /// Why a consumer that replaced a failed one is given up in turn, if it is: it has
+    /// waited [`JOIN_PATIENCE`] for partitions while the cluster answered.
+    fn not_joining(&self) -> Option<String> {
+        let (since, assignments) = self.replacing.get()?;
+        let stats = &self.consumer.context().stats;
+        if stats.assignments.load(Ordering::Relaxed) != assignments {
+            self.replacing.set(None);
+            return None;
+        }
+        if stats.has_problem("cluster") {
+            self.replacing.set(Some((Instant::now(), assignments)));
+            return None;
+        }
+        (since.elapsed() >= JOIN_PATIENCE).then(|| {
+            format!(
+                "the new consumer was not given partitions within {} s while the cluster \
+                 answered",
+                JOIN_PATIENCE.as_secs()
+            )
+        })
     }
 
     /// Lets go of a consumer that failed for good: closing it can take long (librdkafka
