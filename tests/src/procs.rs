@@ -8,6 +8,21 @@ use std::time::{Duration, Instant};
 
 use crate::switchyard_bin;
 
+/// The logs at `paths`, each under its file's name, for a failed test to print.
+pub fn logs(paths: &[&Path]) -> String {
+    paths
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:\n{}",
+                p.display(),
+                std::fs::read_to_string(p).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A child process killed when dropped.
 pub struct Proc {
     child: Child,

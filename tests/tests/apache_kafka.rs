@@ -12,7 +12,7 @@ use switchyard_tests::admin::get;
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::chaos::{Outcome, RssWatch, time_to};
 use switchyard_tests::kafka::{committed, produce, read_all, topic_size};
-use switchyard_tests::procs::{Proc, Scratch, router, router_with_admin};
+use switchyard_tests::procs::{self, Proc, Scratch, router, router_with_admin};
 use switchyard_tests::stream::{PacedProducer, audit, copy_config as config, stream};
 use switchyard_tests::wait_until;
 
@@ -36,22 +36,12 @@ fn wait_consumed(bootstrap: &str, (group, n): (&str, u64), what: &str, logs: &[&
     if wait_until(DEADLINE, whole) {
         return;
     }
-    let logs: Vec<String> = logs
-        .iter()
-        .map(|l| {
-            format!(
-                "{}:\n{}",
-                l.display(),
-                std::fs::read_to_string(l).unwrap_or_default()
-            )
-        })
-        .collect();
     panic!(
         "{what}: {} committed of {} in `in` (the stream is {n}), {} in `out`\n{}",
         committed(bootstrap, group, "in"),
         topic_size(bootstrap, "in"),
         topic_size(bootstrap, "out"),
-        logs.join("\n")
+        procs::logs(logs)
     );
 }
 

@@ -13,7 +13,7 @@ use switchyard::kafka::ApacheKafkaOptions;
 use switchyard_tests::admin::{get, metric};
 use switchyard_tests::broker::{Broker, BrokerKind};
 use switchyard_tests::kafka::{Record, committed, produce, read_all, read_all_uncommitted};
-use switchyard_tests::procs::{Proc, Scratch, router, router_with_admin};
+use switchyard_tests::procs::{self, Proc, Scratch, router, router_with_admin};
 use switchyard_tests::stream::{PacedProducer, audit, audit_with, stream};
 use switchyard_tests::versions::{sha256, tag_build, version_of, write_by_rename};
 use switchyard_tests::{plugins, wait_until};
@@ -91,11 +91,10 @@ fn wait_committed(
     logs: &[&Path],
 ) {
     if !wait_until(DEADLINE, || reached(committed(bootstrap, group, "in"))) {
-        let logs: Vec<String> = logs.iter().map(|l| log_of(l)).collect();
         panic!(
             "{what}: {} committed\n{}",
             committed(bootstrap, group, "in"),
-            logs.join("\n")
+            procs::logs(logs)
         );
     }
 }
