@@ -10,6 +10,7 @@
 
 mod apache;
 mod embedded;
+mod fence;
 mod logs;
 mod outage;
 mod rewind;

@@ -17,6 +17,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard_abi::Origin;
 
+use super::fence;
 use super::outage::{self, Outage, SILENT};
 use super::rewind::Rewinds;
 use super::transaction::{self, Shared};
@@ -52,9 +53,12 @@ struct SourceContext {
     transactions: Option<Shared>,
     /// Set when the consumer failed and a new one took over: its rebalances end nothing.
     retired: AtomicBool,
-    /// Set when librdkafka gave the consumer's membership up and rejoined with a new
-    /// member id (its session timed out, or it was not polled in time): a static member
-    /// fenced after that may have been fenced by its own rejoin.
+    /// The member id the consumer was last given partitions under: a static member fenced
+    /// under another one was fenced by its own rejoin (see [`super::fence`]).
+    assigned_as: Mutex<Option<String>>,
+    /// Set when librdkafka said it gave the consumer's membership up and rejoined (its
+    /// session timed out, or it was not polled in time): what tells a fence by its own
+    /// rejoin from another instance's for a consumer never given partitions.
     rejoined: AtomicBool,
 }
 
@@ -183,6 +187,10 @@ impl ConsumerContext for SourceContext {
                 tracing::info!("the input's new consumer is a member of the group again");
             }
             self.assigned.store(true, Ordering::Release);
+            *self
+                .assigned_as
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = fence::member_id(consumer.client());
         }
     }
 }
@@ -264,6 +272,7 @@ impl KafkaSource {
                 outage,
                 transactions,
                 retired: AtomicBool::new(false),
+                assigned_as: Mutex::default(),
                 rejoined: AtomicBool::new(false),
             })
             .with_context(|| format!("input `{name}`: cannot create a Kafka consumer"))?;
@@ -458,22 +467,37 @@ impl KafkaSource {
     /// more, and must be replaced by a new one.
     ///
     /// An error instead when another instance with this one's `group.instance.id` fenced
-    /// it: a new consumer would fence that one in turn, for ever. A static member is
-    /// fenced by its own rejoin only after librdkafka gave its membership up (its session
-    /// timed out in an outage, and a request sent before was answered after the rejoin):
-    /// that one is replaced. A broker that was merely slow is no such sign: a consumer
-    /// fenced without having rejoined was fenced by another instance.
+    /// it: a new consumer would fence that one in turn, for ever. A static member fenced by
+    /// its own rejoin is replaced; which it was, the member id tells (see
+    /// [`super::fence`]), or for a consumer never given partitions, whether librdkafka
+    /// said it gave the membership up.
     pub fn failed(&self) -> Option<anyhow::Result<String>> {
         if let Some(why) = self.not_joining() {
             return Some(Ok(why));
         }
         let (code, why) = self.consumer.client().fatal_error()?;
-        let rejoined = self.consumer.context().rejoined.load(Ordering::Acquire);
-        if code == RDKafkaErrorCode::FencedInstanceId && !rejoined {
-            return Some(Err(anyhow::anyhow!(
-                "input `{}`: another instance took this one's place in the group: {why}",
-                self.name
-            )));
+        if code == RDKafkaErrorCode::FencedInstanceId {
+            let context = self.consumer.context();
+            let assigned_as = context
+                .assigned_as
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let now = fence::member_id(self.consumer.client());
+            let by_itself = fence::fenced_by_itself(assigned_as.as_deref(), now.as_deref())
+                .unwrap_or_else(|| context.rejoined.load(Ordering::Acquire));
+            tracing::info!(
+                assigned_as = assigned_as.as_deref().unwrap_or("(never assigned)"),
+                now = now.as_deref().unwrap_or("(none)"),
+                by_itself,
+                "static member fenced; its member id when last assigned, and now"
+            );
+            if !by_itself {
+                return Some(Err(anyhow::anyhow!(
+                    "input `{}`: another instance took this one's place in the group: {why}",
+                    self.name
+                )));
+            }
         }
         Some(Ok(why))
     }

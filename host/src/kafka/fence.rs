@@ -1,0 +1,71 @@
+//! Who fenced a static member: its own rejoin, or another instance with its
+//! `group.instance.id`.
+//!
+//! A static member is fenced (`FENCED_INSTANCE_ID`) when a request it sent carries a member
+//! id the group coordinator no longer holds for its instance id. That happens in two ways
+//! that call for opposite answers:
+//!
+//! - librdkafka gave the membership up and rejoined: its session timed out, it was not
+//!   polled in time, or the coordinator no longer knew the member (a heartbeat answered
+//!   `UNKNOWN_MEMBER_ID`, as after the broker itself was frozen). It forgets the member id
+//!   *before* it sends the JoinGroup that gets a new one, so a request sent earlier and
+//!   answered after that join is fenced by the consumer's own new membership. The input
+//!   must start over with a new consumer.
+//! - Another instance joined with the same instance id and took the member over. The
+//!   consumer's member id is then the one it was given partitions under; starting over
+//!   would fence the other instance in turn, for ever, so the input stops.
+//!
+//! The coordinator cannot tell them apart (a static member that is taken over keeps the
+//! client id and host of the one it replaces), but the consumer can: has its member id
+//! changed since it was last given partitions?
+
+use std::ffi::CStr;
+
+use rdkafka::ClientContext;
+use rdkafka::client::Client;
+
+/// The member id librdkafka holds for `client`'s group membership now (empty while it
+/// rejoins after giving the membership up); `None` for a client that is not a group
+/// member.
+pub(super) fn member_id<C: ClientContext>(client: &Client<C>) -> Option<String> {
+    let rk = client.native_ptr();
+    // SAFETY: `rk` is a live handle for the duration of `client`'s borrow.
+    // `rd_kafka_memberid` returns a NUL-terminated copy (or NULL) that the caller frees
+    // with `rd_kafka_mem_free`, which happens once, after it is read.
+    unsafe {
+        let id = rdkafka::bindings::rd_kafka_memberid(rk);
+        if id.is_null() {
+            return None;
+        }
+        let owned = CStr::from_ptr(id).to_string_lossy().into_owned();
+        rdkafka::bindings::rd_kafka_mem_free(rk, id.cast());
+        Some(owned)
+    }
+}
+
+/// Whether a static member fenced now, whose member id was `assigned_as` when it was last
+/// given partitions and is `now`, was fenced by its own rejoin. `None` when it was never
+/// given partitions, or librdkafka did not say its member id: the caller decides from what
+/// else it knows.
+pub(super) fn fenced_by_itself(assigned_as: Option<&str>, now: Option<&str>) -> Option<bool> {
+    Some(now? != assigned_as?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_whose_id_changed_since_its_assignment_fenced_itself() {
+        let m1 = Some("router-0-3b241101-e2bb-4255-8caf-4136c566a962");
+        let m2 = Some("router-0-0c7cbc3e-3b6f-4f0c-9d54-2ed3f7e1f0b1");
+        // Taken over by another instance: the id is still the assigned one.
+        assert_eq!(fenced_by_itself(m1, m1), Some(false));
+        // Rejoined: the id was forgotten, or replaced by the new join's.
+        assert_eq!(fenced_by_itself(m1, Some("")), Some(true));
+        assert_eq!(fenced_by_itself(m1, m2), Some(true));
+        // Never assigned, or no member id to be had: the member id cannot tell.
+        assert_eq!(fenced_by_itself(None, m1), None);
+        assert_eq!(fenced_by_itself(m1, None), None);
+    }
+}
