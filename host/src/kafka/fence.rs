@@ -18,8 +18,13 @@
 //! The coordinator cannot tell them apart (a static member that is taken over keeps the
 //! client id and host of the one it replaces), but the consumer can: has its member id
 //! changed since it was last given partitions?
+//!
+//! What the coordinator says of the group is still worth a log line when a new consumer
+//! cannot get into it ([`describe_group`]).
 
 use std::ffi::CStr;
+use std::fmt::Write as _;
+use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::client::Client;
@@ -49,6 +54,37 @@ pub(super) fn member_id<C: ClientContext>(client: &Client<C>) -> Option<String> 
 /// else it knows.
 pub(super) fn fenced_by_itself(assigned_as: Option<&str>, now: Option<&str>) -> Option<bool> {
     Some(now? != assigned_as?)
+}
+
+/// What the group coordinator says of `group`: its state and members (member id, client
+/// id), for the log of a consumer that cannot get into it.
+pub(super) fn describe_group<C: ClientContext>(client: &Client<C>, group: &str) -> String {
+    let groups = match client.fetch_group_list(Some(group), Duration::from_secs(5)) {
+        Ok(groups) => groups,
+        Err(e) => return format!("the group could not be described: {e}"),
+    };
+    // Every broker answers; only the coordinator's answer has a state.
+    let Some(found) = groups
+        .groups()
+        .iter()
+        .find(|g| g.name() == group && !g.state().is_empty())
+    else {
+        return "no broker described the group".to_owned();
+    };
+    let mut text = format!("the group coordinator has it {}", found.state());
+    for (i, member) in found.members().iter().enumerate() {
+        let _ = write!(
+            text,
+            "{} {} ({})",
+            if i == 0 { " with" } else { "," },
+            member.id(),
+            member.client_id()
+        );
+    }
+    if found.members().is_empty() {
+        text.push_str(" with no members");
+    }
+    text
 }
 
 #[cfg(test)]

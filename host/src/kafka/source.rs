@@ -238,6 +238,8 @@ pub struct KafkaSource {
     /// when it has waited for them with the cluster answering, and the input's count of
     /// assignments when it started.
     replacing: Cell<Option<(Instant, u64)>>,
+    /// The consumer group.
+    group: String,
 }
 
 impl KafkaSource {
@@ -287,6 +289,7 @@ impl KafkaSource {
             single_topic: topics.len() == 1,
             rewinds: Mutex::default(),
             replacing: Cell::new(replacing),
+            group: group.to_owned(),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
         })
     }
@@ -518,8 +521,9 @@ impl KafkaSource {
         (since.elapsed() >= JOIN_PATIENCE).then(|| {
             format!(
                 "the new consumer was not given partitions within {} s while the cluster \
-                 answered",
-                JOIN_PATIENCE.as_secs()
+                 answered ({})",
+                JOIN_PATIENCE.as_secs(),
+                fence::describe_group(self.consumer.client(), &self.group)
             )
         })
     }
