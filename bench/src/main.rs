@@ -21,7 +21,7 @@
 //!   with `json_filter`) and `python-json` (a confluent-kafka consume → filter → produce →
 //!   commit loop in Python, `bench/python/`; `pip install -r bench/python/requirements.txt`);
 //! - the ZeroMQ gateway on Apache Kafka at 100 B: one DEALER writing one-way
-//!   (`gateway-oneway@apache`) against acknowledged with 4 000 requests in flight
+//!   (`gateway-oneway@apache`) against acknowledged with 8 000 requests in flight
 //!   (`gateway-ack@apache`), and a REQ client's lock-step round trip (`gateway-req`);
 //! - open-loop latency through `router-native` and `router-wasm` at 25 % and 50 % of
 //!   `router-native`'s throughput;

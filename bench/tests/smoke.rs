@@ -60,7 +60,7 @@ fn quick_run_on_tiny_counts_writes_a_complete_report() {
         "| 50 % | `router-wasm` |",
         "| `process`, batch 64 |",
         "| epoch deadline on / off",
-        "| ZeroMQ gateway, one DEALER: acknowledged (4 000 in flight) / one-way, on Apache Kafka | 100 B |",
+        "| ZeroMQ gateway, one pipelining DEALER: acknowledged / one-way, on Apache Kafka | 100 B |",
         "| ZeroMQ gateway → Apache Kafka | `gateway-oneway@apache` |",
         "| ZeroMQ gateway → Apache Kafka | `gateway-ack@apache` |",
         "| `gateway-ack` |",
