@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::{WhenFull, ZmqEndpoint, ZmqSocketType};
+use crate::config::{ReplyMode, WhenFull, ZmqEndpoint, ZmqSocketType};
 use crate::metrics::{InputStats, OutputStats};
 use crate::pipeline::{DRAIN_TIMEOUT, IDLE_WAIT, InputControl, MAX_BATCH, RouteRunner, Sink};
 
@@ -130,6 +130,16 @@ fn open_socket(ctx: &zmq::Context, name: &str, e: &ZmqEndpoint) -> anyhow::Resul
         socket.set_rcvhwm(hwm)?;
         socket.set_sndhwm(hwm)?;
     }
+    if e.reply == ReplyMode::Ack {
+        // Each client's queue of answers holds its whole window (libzmq's default holds
+        // 1 000): a client that reads its answers as they come never has one held back
+        // for room, and one that does not read is still bounded by its window.
+        let window = e.max_in_flight.unwrap_or(ZmqEndpoint::MAX_IN_FLIGHT);
+        socket.set_sndhwm(
+            hwm.unwrap_or(1000)
+                .max(i32::try_from(window).unwrap_or(i32::MAX)),
+        )?;
+    }
     if e.socket.get_ref().is_input() {
         socket.set_maxmsgsize(
             e.max_message_bytes
@@ -196,4 +206,29 @@ fn endpoint_label(e: &ZmqEndpoint) -> String {
         .next()
         .map(|s| s.get_ref().clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(options: &str) -> zmq::Socket {
+        let toml = format!("socket = \"router\"\nbind = \"tcp://127.0.0.1:*\"\n{options}");
+        let endpoint: ZmqEndpoint = toml::from_str(&toml).expect("a router endpoint");
+        open_socket(&zmq::Context::new(), "test", &endpoint).expect("a bound socket")
+    }
+
+    #[test]
+    fn a_replying_router_queues_a_whole_window_of_answers_per_client() {
+        let sndhwm = |options| {
+            router(options)
+                .get_sndhwm()
+                .expect("its send high-water mark")
+        };
+        assert_eq!(sndhwm("reply = \"ack\"\nmax_in_flight = 8000"), 8000);
+        assert_eq!(sndhwm("reply = \"ack\"\nmax_in_flight = 10"), 1000);
+        assert_eq!(sndhwm("reply = \"ack\"\nhwm = 20000"), 20000);
+        assert_eq!(sndhwm("reply = \"ack\""), 1000);
+        assert_eq!(sndhwm(""), 1000);
+    }
 }
