@@ -2,8 +2,8 @@
 //! through a router's ROUTER input, one-way (`gateway-oneway`, no answers: counted at the
 //! topic) against acknowledged (`gateway-ack`, `reply = "ack"`: each request answered once
 //! the broker has it, [`GATEWAY_WINDOW`] in flight, counted at the client), alternating;
-//! then a REQ
-//! client in lock-step, one request at a time, for the round trip a simple client sees.
+//! then a REQ client in lock-step, one request at a time, for the round trip a simple
+//! client sees.
 //!
 //! The client runs on a thread of the harness with libzmq's default socket options; the
 //! router is the process measured (its CPU time per message). Both routes are the same:

@@ -458,7 +458,6 @@ pub fn markdown(r: &Results) -> String {
         thousands(GATEWAY_WINDOW),
         GATEWAY_WINDOW
     );
-
     let _ = writeln!(out, "| client | requests per round | p50 | p99 |");
     let _ = writeln!(out, "|---|---|---|---|");
     for config in ["gateway-ack", "gateway-req"] {

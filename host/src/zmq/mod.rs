@@ -131,14 +131,12 @@ fn open_socket(ctx: &zmq::Context, name: &str, e: &ZmqEndpoint) -> anyhow::Resul
         socket.set_sndhwm(hwm)?;
     }
     if e.reply == ReplyMode::Ack {
-        // Each client's queue of answers holds its whole window (libzmq's default holds
-        // 1 000): a client that reads its answers as they come never has one held back
-        // for room, and one that does not read is still bounded by its window.
+        // Each client's queue of answers holds at least its whole window: a client that
+        // reads its answers as they come never has one held back for room, and one that
+        // does not read is still bounded by its window.
         let window = e.max_in_flight.unwrap_or(ZmqEndpoint::MAX_IN_FLIGHT);
-        socket.set_sndhwm(
-            hwm.unwrap_or(1000)
-                .max(i32::try_from(window).unwrap_or(i32::MAX)),
-        )?;
+        let window = i32::try_from(window).unwrap_or(i32::MAX);
+        socket.set_sndhwm(socket.get_sndhwm()?.max(window))?;
     }
     if e.socket.get_ref().is_input() {
         socket.set_maxmsgsize(
